@@ -1,0 +1,1 @@
+//! Admission rules (pure) shared by the webhook and `nmo validate`.

@@ -1,0 +1,1 @@
+//! Draining: which pods to evict (pure) and the eviction/wait loop (I/O).

@@ -1,0 +1,1 @@
+//! The rolling planner for MaintenanceWindow (pure).

@@ -1,0 +1,1 @@
+//! `nmo simulate`: seeding, scenario running and progress display.
