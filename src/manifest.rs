@@ -13,11 +13,11 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     /// The file or directory could not be read.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {error}")]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        /// Kept out of the error chain so the one-line rendering does not repeat it.
+        error: std::io::Error,
     },
     /// A document is not valid YAML.
     #[error("{path}:{index}: invalid YAML{location}: {message}")]
@@ -72,9 +72,9 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Document>, Manifest
     let mut docs = Vec::new();
     for path in paths {
         let path = path.as_ref();
-        let meta = std::fs::metadata(path).map_err(|source| ManifestError::Read {
+        let meta = std::fs::metadata(path).map_err(|error| ManifestError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         if meta.is_dir() {
             for file in manifest_files(path)? {
@@ -89,9 +89,9 @@ pub fn load_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<Document>, Manifest
 
 /// Read every document of one file.
 pub fn load_file(path: &Path) -> Result<Vec<Document>, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| ManifestError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     parse_documents(path, &text)
 }
@@ -103,10 +103,8 @@ pub fn parse_documents(path: &Path, text: &str) -> Result<Vec<Document>, Manifes
         let value = Value::deserialize(de).map_err(|e| ManifestError::Parse {
             path: path.to_path_buf(),
             index,
-            location: e
-                .location()
-                .map(|l| format!(" at line {} column {}", l.line(), l.column()))
-                .unwrap_or_default(),
+            // serde_yaml's message already ends with "at line L column C".
+            location: String::new(),
             message: first_line(&e.to_string()),
         })?;
         match value {
@@ -165,9 +163,9 @@ fn first_line(s: &str) -> String {
 }
 
 fn manifest_files(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let read_err = |source| ManifestError::Read {
+    let read_err = |error| ManifestError::Read {
         path: dir.to_path_buf(),
-        source,
+        error,
     };
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(read_err)?
@@ -208,7 +206,8 @@ mod tests {
         let err =
             parse_documents(Path::new("bad.yaml"), "a: b\n---\nkind: [unclosed\n").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.starts_with("bad.yaml:1: invalid YAML at line"), "{msg}");
+        assert!(msg.starts_with("bad.yaml:1: invalid YAML: "), "{msg}");
+        assert!(msg.contains("at line 3"), "{msg}");
         assert_eq!(msg.lines().count(), 1);
     }
 
