@@ -140,6 +140,9 @@ pub struct WindowSpan {
     pub start: Time,
     /// When the window closes.
     pub end: Time,
+    /// True when the run-now annotation opened this window rather than the schedule.
+    #[serde(rename = "runNow", default, skip_serializing_if = "Option::is_none")]
+    pub run_now: Option<bool>,
 }
 
 /// A node being maintained in the current round.
@@ -159,6 +162,17 @@ pub struct NodeInProgress {
     /// The node's bootID when maintenance started, for `release.onReboot`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot_id: Option<String>,
+    /// How its maintenance ended, once it has: `ReleaseAfter`, `Rebooted`, `DeletedByOthers`,
+    /// `TimedOut`, `Aborted` or `NodeGone`. The node stays listed until its slot frees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ending: Option<String>,
+    /// Since when, after release, the node has been Ready and schedulable (minReadySeconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_since: Option<Time>,
+    /// Its NodeMaintenance has been seen in the cluster (until then, absent means "not yet
+    /// cached", not "deleted by someone else").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub observed: bool,
     /// What the node is doing, for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -205,6 +219,12 @@ pub struct RoundStatus {
     /// across operator restarts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub completed_nodes: Vec<String>,
+    /// When failures went past maxFailures; the rollout resumes at the next window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stalled_at: Option<Time>,
+    /// Failures forgiven when the last stall was lifted by a new window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgiven_failures: Option<i32>,
 }
 
 /// Observed state of a MaintenanceWindow. Quiet: nothing here changes on every reconcile.
