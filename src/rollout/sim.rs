@@ -1,0 +1,1 @@
+//! Proptest simulator (filled in next).
