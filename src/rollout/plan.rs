@@ -138,14 +138,14 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
         match nm {
             Some(nm) => {
                 entry.ready_since = None;
-                if !nm.deleting {
-                    if let Some(reason) = delete_reason(ending) {
-                        delete.push(NodeMaintenanceToDelete {
-                            name: nm.name.clone(),
-                            node: name.clone(),
-                            reason,
-                        });
-                    }
+                if !nm.deleting
+                    && let Some(reason) = delete_reason(ending)
+                {
+                    delete.push(NodeMaintenanceToDelete {
+                        name: nm.name.clone(),
+                        node: name.clone(),
+                        reason,
+                    });
                 }
                 round.in_flight.insert(name, entry);
             }
@@ -398,11 +398,11 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
 fn resolve_window(input: &PlanInput, state: &mut RolloutState) -> Option<OpenWindow> {
     let now = input.now;
     let mut candidates = Vec::new();
-    if let Some(w) = state.window {
-        if w.occurrence.contains(now) && (w.run_now || Some(w.occurrence) == input.schedule_window)
-        {
-            candidates.push(w);
-        }
+    if let Some(w) = state.window
+        && w.occurrence.contains(now)
+        && (w.run_now || Some(w.occurrence) == input.schedule_window)
+    {
+        candidates.push(w);
     }
     if let Some(occurrence) = input.schedule_window.filter(|w| w.contains(now)) {
         candidates.push(OpenWindow {
@@ -410,19 +410,19 @@ fn resolve_window(input: &PlanInput, state: &mut RolloutState) -> Option<OpenWin
             run_now: false,
         });
     }
-    if let Some(value) = &input.run_now {
-        if state.last_handled_run_now.as_ref() != Some(value) {
-            state.last_handled_run_now = Some(value.clone());
-            let occurrence = WindowOccurrence {
-                start: now,
-                end: now + input.policy.window_duration,
-            };
-            if occurrence.contains(now) {
-                candidates.push(OpenWindow {
-                    occurrence,
-                    run_now: true,
-                });
-            }
+    if let Some(value) = &input.run_now
+        && state.last_handled_run_now.as_ref() != Some(value)
+    {
+        state.last_handled_run_now = Some(value.clone());
+        let occurrence = WindowOccurrence {
+            start: now,
+            end: now + input.policy.window_duration,
+        };
+        if occurrence.contains(now) {
+            candidates.push(OpenWindow {
+                occurrence,
+                run_now: true,
+            });
         }
     }
     let mut best: Option<OpenWindow> = None;

@@ -477,12 +477,14 @@ fn the_operator_wide_cap_bounds_the_creates() {
 #[test]
 fn a_round_carries_over_between_windows_without_redoing_done_nodes() {
     let s = scenario().nodes([node("a"), node("b"), node("c")]);
-    let mut state = RolloutState::default();
-    state.round = Round {
-        number: 4,
-        started: Some(t(-1440)),
-        completed: ["a".to_string()].into(),
-        ..Round::default()
+    let state = RolloutState {
+        round: Round {
+            number: 4,
+            started: Some(t(-1440)),
+            completed: ["a".to_string()].into(),
+            ..Round::default()
+        },
+        ..RolloutState::default()
     };
     let plan = s.state(state).plan();
     assert_eq!(created(&plan), ["b"]);
