@@ -18,10 +18,40 @@
 //! without interruption. The budget counts the union of those nodes and the selected nodes
 //! that are unavailable for other reasons: NotReady, cordoned, or under any other
 //! NodeMaintenance. The planner only starts a node while that union stays within the budget.
+//!
+//! # Rules chosen where DESIGN.md is silent
+//!
+//! - Pending nodes that are NotReady, cordoned by someone else or under any other
+//!   NodeMaintenance are skipped and retried on later plans; later nodes in name order go
+//!   ahead meanwhile.
+//! - A round starts at the first plan inside an open window, after the previous round
+//!   finished (strictly before the window opened), when not suspended, not in dry run and not
+//!   stalled. With no selected node no round starts (`Stalled`, `NoNodesSelected`).
+//! - A failed node (nodeTimeout) is not retried within its round. The stall lifts at the next
+//!   window opening (a run-now window counts); failures before it are then forgiven for the
+//!   `maxFailures` threshold, later ones count again.
+//! - With `onWindowEnd: Abort`, unreleased in-flight nodes are released whenever no window is
+//!   open; they go back to pending once their slot frees.
+//! - Every ended node (released, timed out, aborted) holds its slot until its NodeMaintenance is
+//!   gone and it has been Ready for `minReadySeconds`.
+//! - A run-now window and a scheduled window can overlap: the open window is the one ending
+//!   last; ties keep the one already open.
+//!
+//! # Persisted state
+//!
+//! [`RolloutState`] must survive restarts, in status. Mapping onto `api::maintenance_window`:
+//! `round` -> `status.round` ([`round_status`] writes the existing fields), `window` ->
+//! `status.currentWindow`, `last_handled_run_now` -> `status.lastHandledRunNow`. Fields the
+//! status types do not have yet and that must be added to read the state back:
+//! `NodeInProgress.observed: bool`, `NodeInProgress.ending: Option<String>`
+//! ([`Ending::as_str`]/[`Ending::parse`]), `NodeInProgress.readySince: Option<Time>`,
+//! `RoundStatus.stalledAt: Option<Time>`, `RoundStatus.forgivenFailures: i32` and
+//! `WindowSpan.runNow: bool`.
 
 mod budget;
 mod name;
 mod plan;
+mod status;
 
 #[cfg(test)]
 mod sim;
@@ -37,6 +67,7 @@ pub use crate::api::node_maintenance::MaintenancePhase;
 pub use budget::{Budget, BudgetError};
 pub use name::{MAX_NAME_LEN, nm_name};
 pub use plan::plan;
+pub use status::{round_status, window_span};
 
 /// The spec of a MaintenanceWindow, parsed and with defaults applied.
 #[derive(Clone, Debug, PartialEq)]

@@ -447,11 +447,6 @@ fn requeue_at(
     }
     if let Some(next) = input.next_window {
         times.push(next.start);
-        // The caller's schedule window may only begin when this one ends.
-        times.push(next.end);
-    }
-    if let Some(w) = input.schedule_window {
-        times.push(w.end);
     }
     for entry in state.round.in_flight.values() {
         match entry.ending {

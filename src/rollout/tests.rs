@@ -605,3 +605,46 @@ fn requeue_is_the_earliest_of_window_end_and_node_timeout() {
         .plan();
     assert_eq!(short.requeue_at, Some(t(20)));
 }
+
+#[test]
+fn an_in_flight_node_deleted_from_the_cluster_is_released_and_dropped() {
+    let (s, seen) = with_a_in_flight();
+    let plan = s.after(&seen).nodes([node("b")]).at(5).plan();
+    assert_eq!(deleted(&plan), [("a", DeleteReason::NodeGone)]);
+    let gone = s.after(&plan).nodes([node("b")]).nms([]).at(6).plan();
+    assert!(!gone.state.round.in_flight.contains_key("a"));
+    assert!(!gone.state.round.completed.contains("a"));
+    assert_eq!(created(&gone), ["b"]);
+}
+
+#[test]
+fn dry_run_during_a_round_lists_only_the_nodes_still_to_do() {
+    let (s, seen) = with_a_in_flight();
+    let plan = s
+        .after(&seen)
+        .nodes([node("a").in_maintenance(), node("b"), node("c")])
+        .policy(|p| {
+            p.dry_run = true;
+            p.budget = Budget::Count(3)
+        })
+        .plan();
+    assert!(plan.create.is_empty());
+    assert_eq!(plan.planned_order, ["b", "c"]);
+}
+
+#[test]
+fn window_opened_and_closed_are_emitted_once_each() {
+    let s = scenario().nodes([node("a").not_ready()]);
+    let opened = s.plan();
+    assert_eq!(reasons(&opened), [EventReason::WindowOpened]);
+    assert!(s.after(&opened).at(30).plan().events.is_empty());
+    let closed = s.after(&opened).at(60).plan();
+    assert_eq!(reasons(&closed), [EventReason::WindowClosed]);
+    assert!(s.after(&closed).at(61).plan().events.is_empty());
+}
+
+#[test]
+fn a_closed_window_requeues_at_the_next_opening() {
+    let plan = scenario().nodes([node("a")]).at(61).plan();
+    assert_eq!(plan.requeue_at, Some(t(1440)));
+}
