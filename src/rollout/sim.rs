@@ -14,13 +14,15 @@ use proptest::prelude::*;
 
 use super::*;
 
-const NODES: usize = 6;
+const NODES: usize = 4;
 
 #[derive(Clone, Debug)]
 enum Op {
     Advance(i64),
     Tick,
     ToggleReady(usize),
+    /// The node is Ready, uncordoned and its ad-hoc NodeMaintenance (if any) deleted.
+    Heal(usize),
     Reboot(usize),
     ToggleCordon(usize),
     ToggleSelected(usize),
@@ -46,8 +48,9 @@ enum Edit {
 fn op() -> impl Strategy<Value = Op> {
     let i = 0..NODES;
     prop_oneof![
-        6 => (1i64..120).prop_map(Op::Advance),
-        6 => Just(Op::Tick),
+        10 => (1i64..120).prop_map(Op::Advance),
+        10 => Just(Op::Tick),
+        3 => i.clone().prop_map(Op::Heal),
         2 => i.clone().prop_map(Op::ToggleReady),
         2 => i.clone().prop_map(Op::Reboot),
         1 => i.clone().prop_map(Op::ToggleCordon),
@@ -147,6 +150,7 @@ impl Sim {
                 .collect(),
             nms: Vec::new(),
             policy: RolloutPolicy {
+                budget: Budget::Count(2),
                 window_duration: Duration::minutes(60),
                 release_after: Some(Duration::minutes(10)),
                 ..RolloutPolicy::default()
@@ -416,6 +420,17 @@ impl Sim {
                 }
             }
             Op::ToggleReady(i) => self.nodes[*i].ready = !self.nodes[*i].ready,
+            Op::Heal(i) => {
+                let node = &mut self.nodes[*i];
+                node.ready = true;
+                node.cordoned = false;
+                let name = node.name.clone();
+                for nm in &mut self.nms {
+                    if !nm.view.owned && nm.view.node == name {
+                        nm.view.deleting = true;
+                    }
+                }
+            }
             Op::Reboot(i) => {
                 self.nodes[*i].boot += 1;
                 self.nodes[*i].ready = false;
@@ -514,7 +529,7 @@ proptest! {
         windows in prop::collection::vec((0i64..600, 20i64..240), 1..8),
         cap in prop_oneof![Just(None), (1u32..4).prop_map(Some)],
         spec in prop::collection::vec(edit(), 0..6),
-        ops in prop::collection::vec(op(), 1..120),
+        ops in prop::collection::vec(op(), 1..300),
     ) {
         run(windows, cap, spec, ops)?;
     }
