@@ -1,0 +1,650 @@
+//! Table tests for the planner, one rule each, named as sentences.
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+use super::*;
+
+fn t(minutes: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 21, 2, 0, 0).unwrap() + Duration::minutes(minutes)
+}
+
+fn window(start: i64, end: i64) -> WindowOccurrence {
+    WindowOccurrence {
+        start: t(start),
+        end: t(end),
+    }
+}
+
+struct NodeBuilder(NodeView);
+
+fn node(name: &str) -> NodeBuilder {
+    NodeBuilder(NodeView {
+        name: name.to_string(),
+        selected: true,
+        ready: true,
+        schedulable: true,
+        cordoned_by_others: false,
+        boot_id: Some(format!("{name}-boot-1")),
+    })
+}
+
+impl NodeBuilder {
+    fn not_ready(mut self) -> Self {
+        self.0.ready = false;
+        self
+    }
+    fn cordoned(mut self) -> Self {
+        self.0.schedulable = false;
+        self.0.cordoned_by_others = true;
+        self
+    }
+    /// Cordoned by this window's NodeMaintenance.
+    fn in_maintenance(mut self) -> Self {
+        self.0.schedulable = false;
+        self
+    }
+    fn unselected(mut self) -> Self {
+        self.0.selected = false;
+        self
+    }
+    fn rebooted(mut self) -> Self {
+        self.0.boot_id = Some(format!("{}-boot-2", self.0.name));
+        self
+    }
+}
+
+struct NmBuilder(MaintenanceView);
+
+/// A NodeMaintenance of window `w`, Running, created at t(0).
+fn nm(node: &str) -> NmBuilder {
+    NmBuilder(MaintenanceView {
+        name: nm_name("w", node),
+        node: node.to_string(),
+        owned: true,
+        phase: Some(MaintenancePhase::Running),
+        created: t(0),
+        drain_succeeded: None,
+        deleting: false,
+    })
+}
+
+impl NmBuilder {
+    fn ad_hoc(mut self, name: &str) -> Self {
+        self.0.owned = false;
+        self.0.name = name.to_string();
+        self
+    }
+    fn succeeded_at(mut self, minute: i64) -> Self {
+        self.0.phase = Some(MaintenancePhase::Succeeded);
+        self.0.drain_succeeded = Some(t(minute));
+        self
+    }
+    fn deleting(mut self) -> Self {
+        self.0.deleting = true;
+        self
+    }
+}
+
+/// Window `w` open from t(0) to t(60), next one at t(1440), default policy, `now` = t(0).
+struct Scenario(PlanInput);
+
+fn scenario() -> Scenario {
+    Scenario(PlanInput {
+        window: "w".to_string(),
+        policy: RolloutPolicy {
+            release_after: Some(Duration::minutes(10)),
+            ..RolloutPolicy::default()
+        },
+        schedule_window: Some(window(0, 60)),
+        next_window: Some(window(1440, 1500)),
+        run_now: None,
+        nodes: Vec::new(),
+        maintenances: Vec::new(),
+        state: RolloutState::default(),
+        cap_headroom: None,
+        now: t(0),
+    })
+}
+
+impl Scenario {
+    fn with(&self, edit: impl FnOnce(&mut PlanInput)) -> Scenario {
+        let mut input = self.0.clone();
+        edit(&mut input);
+        Scenario(input)
+    }
+    fn nodes(&self, nodes: impl IntoIterator<Item = NodeBuilder>) -> Self {
+        self.with(|i| i.nodes = nodes.into_iter().map(|n| n.0).collect())
+    }
+    fn nms(&self, nms: impl IntoIterator<Item = NmBuilder>) -> Self {
+        self.with(|i| i.maintenances = nms.into_iter().map(|n| n.0).collect())
+    }
+    fn policy(&self, edit: impl FnOnce(&mut RolloutPolicy)) -> Self {
+        self.with(|i| edit(&mut i.policy))
+    }
+    fn at(&self, minute: i64) -> Self {
+        self.with(|i| {
+            i.now = t(minute);
+            if !i.schedule_window.is_some_and(|w| w.contains(t(minute))) {
+                i.schedule_window = None;
+            }
+        })
+    }
+    fn schedule(&self, open: Option<WindowOccurrence>, next: Option<WindowOccurrence>) -> Self {
+        self.with(|i| {
+            i.schedule_window = open;
+            i.next_window = next;
+        })
+    }
+    fn after(&self, plan: &RolloutPlan) -> Self {
+        self.with(|i| i.state = plan.state.clone())
+    }
+    fn cap(&self, headroom: u32) -> Self {
+        self.with(|i| i.cap_headroom = Some(headroom))
+    }
+    fn run_now(&self, value: &str) -> Self {
+        self.with(|i| i.run_now = Some(value.to_string()))
+    }
+    fn state(&self, state: RolloutState) -> Self {
+        self.with(|i| i.state = state)
+    }
+    fn plan(&self) -> RolloutPlan {
+        plan(&self.0)
+    }
+}
+
+fn created(plan: &RolloutPlan) -> Vec<&str> {
+    plan.create.iter().map(|c| c.node.as_str()).collect()
+}
+
+fn deleted(plan: &RolloutPlan) -> Vec<(&str, DeleteReason)> {
+    plan.delete
+        .iter()
+        .map(|d| (d.node.as_str(), d.reason))
+        .collect()
+}
+
+fn reasons(plan: &RolloutPlan) -> Vec<EventReason> {
+    plan.events.iter().map(|e| e.reason).collect()
+}
+
+/// Plan once to start `a` (budget 1), then show its NodeMaintenance as seen.
+fn with_a_in_flight() -> (Scenario, RolloutPlan) {
+    let s = scenario().nodes([node("a"), node("b")]);
+    let first = s.plan();
+    assert_eq!(created(&first), ["a"]);
+    let s = s
+        .after(&first)
+        .nodes([node("a").in_maintenance(), node("b")])
+        .nms([nm("a")]);
+    let seen = s.plan();
+    (s, seen)
+}
+
+#[test]
+fn an_opening_window_starts_round_one_and_creates_up_to_the_budget_in_name_order() {
+    let plan = scenario()
+        .nodes([node("c"), node("a"), node("b")])
+        .policy(|p| p.budget = Budget::Count(2))
+        .plan();
+    assert_eq!(created(&plan), ["a", "b"]);
+    assert_eq!(plan.create[0].name, "w-a");
+    assert_eq!(plan.state.round.number, 1);
+    assert_eq!(plan.state.round.started, Some(t(0)));
+    assert_eq!(
+        reasons(&plan),
+        [
+            EventReason::WindowOpened,
+            EventReason::NodeMaintenanceStarted,
+            EventReason::NodeMaintenanceStarted
+        ]
+    );
+    assert_eq!(plan.summary.counts.in_progress, 2);
+    assert_eq!(plan.summary.counts.pending, 1);
+    assert!(plan.summary.reconciling.is_some());
+}
+
+#[test]
+fn nothing_is_created_while_no_window_is_open() {
+    let plan = scenario().nodes([node("a")]).at(90).plan();
+    assert!(plan.create.is_empty());
+    assert_eq!(plan.state.round.number, 0);
+    assert!(!plan.summary.window_open);
+    assert_eq!(plan.requeue_at, Some(t(1440)));
+}
+
+#[test]
+fn replanning_with_unchanged_inputs_emits_nothing_and_keeps_the_state() {
+    let (s, seen) = with_a_in_flight();
+    let again = s.after(&seen).plan();
+    assert!(again.events.is_empty(), "{:?}", again.events);
+    assert_eq!(again.state, seen.state);
+    assert!(again.create.is_empty() && again.delete.is_empty());
+}
+
+#[test]
+fn the_budget_counts_selected_nodes_already_not_ready_or_cordoned() {
+    let plan = scenario()
+        .nodes([
+            node("a").not_ready(),
+            node("b").cordoned(),
+            node("c"),
+            node("d"),
+        ])
+        .policy(|p| p.budget = Budget::Count(3))
+        .plan();
+    assert_eq!(created(&plan), ["c"]);
+    assert_eq!(plan.summary.unavailable, 3);
+}
+
+#[test]
+fn an_unselected_not_ready_node_does_not_count_against_the_budget() {
+    let plan = scenario()
+        .nodes([node("x").not_ready().unselected(), node("a")])
+        .plan();
+    assert_eq!(created(&plan), ["a"]);
+}
+
+#[test]
+fn a_percentage_budget_is_resolved_against_the_selected_nodes() {
+    let nodes: Vec<_> = (0..10).map(|i| node(&format!("n{i}"))).collect();
+    let plan = scenario()
+        .nodes(nodes)
+        .policy(|p| p.budget = Budget::Percent(25))
+        .plan();
+    assert_eq!(plan.create.len(), 3);
+    assert_eq!(plan.summary.budget, 3);
+}
+
+#[test]
+fn release_after_deletes_the_node_maintenance_that_long_after_the_drain_succeeded() {
+    let (s, seen) = with_a_in_flight();
+    let s = s.after(&seen).nms([nm("a").succeeded_at(5)]).at(6);
+    let drained = s.plan();
+    assert!(drained.delete.is_empty());
+    assert_eq!(drained.requeue_at, Some(t(15)));
+    let released = s.after(&drained).at(15).plan();
+    assert_eq!(deleted(&released), [("a", DeleteReason::ReleaseAfter)]);
+    assert_eq!(reasons(&released), [EventReason::NodeReleased]);
+    assert_eq!(released.state.round.in_flight["a"].released, Some(t(15)));
+}
+
+#[test]
+fn on_reboot_releases_a_node_whose_boot_id_changed_once_it_is_ready() {
+    let (s, seen) = with_a_in_flight();
+    let s = s.after(&seen).policy(|p| {
+        p.release_after = None;
+        p.release_on_reboot = true;
+    });
+    let rebooting = s
+        .nodes([node("a").in_maintenance().rebooted().not_ready(), node("b")])
+        .at(5)
+        .plan();
+    assert!(rebooting.delete.is_empty());
+    let back = s
+        .after(&rebooting)
+        .nodes([node("a").in_maintenance().rebooted(), node("b")])
+        .at(6)
+        .plan();
+    assert_eq!(deleted(&back), [("a", DeleteReason::Rebooted)]);
+}
+
+#[test]
+fn someone_else_deleting_the_node_maintenance_releases_the_node() {
+    let (s, seen) = with_a_in_flight();
+    let plan = s.after(&seen).nms([nm("a").deleting()]).at(3).plan();
+    assert!(plan.delete.is_empty());
+    assert_eq!(
+        plan.state.round.in_flight["a"].ending,
+        Some(Ending::DeletedByOthers)
+    );
+    let gone = s
+        .after(&seen)
+        .nodes([node("a"), node("b")])
+        .nms([])
+        .at(3)
+        .plan();
+    assert_eq!(gone.state.round.in_flight.get("a"), None);
+    assert!(gone.state.round.completed.contains("a"));
+}
+
+#[test]
+fn a_slot_frees_only_after_min_ready_seconds_of_ready_and_schedulable() {
+    let (s, seen) = with_a_in_flight();
+    let s = s.policy(|p| p.min_ready = Duration::seconds(60));
+    let released = s.after(&seen).nms([nm("a").succeeded_at(1)]).at(11).plan();
+    assert_eq!(deleted(&released), [("a", DeleteReason::ReleaseAfter)]);
+    // The NodeMaintenance is gone but the node is still cordoned: no soak yet.
+    let cordoned = s.after(&released).nms([]).at(12).plan();
+    assert_eq!(cordoned.state.round.in_flight["a"].ready_since, None);
+    assert!(cordoned.create.is_empty());
+    let s = s.nodes([node("a"), node("b")]).nms([]);
+    let soaking = s.after(&cordoned).at(13).plan();
+    assert_eq!(soaking.state.round.in_flight["a"].ready_since, Some(t(13)));
+    assert!(soaking.create.is_empty());
+    assert_eq!(soaking.requeue_at, Some(t(14)));
+    // NotReady during the soak starts it over.
+    let flap = s
+        .after(&soaking)
+        .nodes([node("a").not_ready(), node("b")])
+        .at(13)
+        .plan();
+    assert_eq!(flap.state.round.in_flight["a"].ready_since, None);
+    let done = s.after(&soaking).at(14).plan();
+    assert_eq!(created(&done), ["b"]);
+    assert!(done.state.round.completed.contains("a"));
+}
+
+#[test]
+fn a_node_past_its_timeout_is_released_and_counted_as_failed() {
+    let (s, seen) = with_a_in_flight();
+    let s = s.policy(|p| p.max_failures = 1);
+    let plan = s.after(&seen).at(120).schedule(None, None).plan();
+    assert_eq!(deleted(&plan), [("a", DeleteReason::Timeout)]);
+    assert!(plan.state.round.failed["a"].contains("nodeTimeout 2h"));
+    assert!(reasons(&plan).contains(&EventReason::NodeFailed));
+    assert_eq!(plan.summary.counts.failed, 1);
+    assert_eq!(plan.summary.stalled, None);
+}
+
+#[test]
+fn more_failures_than_max_failures_stall_the_rollout_until_the_next_window() {
+    let (s, seen) = with_a_in_flight();
+    let s = s.policy(|p| p.node_timeout = Duration::minutes(30));
+    let failed = s.after(&seen).at(30).plan();
+    assert_eq!(
+        reasons(&failed),
+        [EventReason::NodeFailed, EventReason::RolloutStalled]
+    );
+    assert_eq!(
+        failed.summary.stalled.as_ref().unwrap().reason,
+        "MaxFailuresExceeded"
+    );
+    // The NodeMaintenance is gone and a is Ready: still no start while stalled.
+    let s = s.nodes([node("a"), node("b")]).nms([]);
+    let stalled = s.after(&failed).at(31).plan();
+    assert!(stalled.create.is_empty());
+    assert!(stalled.summary.stalled.is_some());
+    let next = s
+        .after(&stalled)
+        .schedule(Some(window(1440, 1500)), Some(window(2880, 2940)))
+        .at(1440)
+        .plan();
+    assert_eq!(next.summary.stalled, None);
+    assert_eq!(created(&next), ["b"]);
+    assert_eq!(next.state.round.number, 1);
+}
+
+#[test]
+fn finish_in_flight_lets_in_flight_nodes_finish_after_the_window_but_starts_none() {
+    let (s, seen) = with_a_in_flight();
+    let s = s.policy(|p| p.budget = Budget::Count(2));
+    let closed = s.after(&seen).at(60).plan();
+    assert_eq!(reasons(&closed), [EventReason::WindowClosed]);
+    assert!(closed.create.is_empty() && closed.delete.is_empty());
+    let released = s
+        .after(&closed)
+        .nms([nm("a").succeeded_at(55)])
+        .at(65)
+        .plan();
+    assert_eq!(deleted(&released), [("a", DeleteReason::ReleaseAfter)]);
+    assert!(released.create.is_empty());
+}
+
+#[test]
+fn abort_deletes_in_flight_node_maintenances_at_window_end_and_retries_the_node_next_window() {
+    let (s, seen) = with_a_in_flight();
+    let s = s.policy(|p| p.on_window_end = OnWindowEnd::Abort);
+    let ended = s.after(&seen).at(60).plan();
+    assert_eq!(deleted(&ended), [("a", DeleteReason::Abort)]);
+    let gone = s
+        .after(&ended)
+        .nodes([node("a"), node("b")])
+        .nms([])
+        .at(61)
+        .plan();
+    assert!(gone.state.round.in_flight.is_empty());
+    assert!(!gone.state.round.completed.contains("a"));
+    assert_eq!(gone.summary.counts.pending, 2);
+    let next = s
+        .after(&gone)
+        .nodes([node("a"), node("b")])
+        .nms([])
+        .schedule(Some(window(1440, 1500)), None)
+        .at(1440)
+        .plan();
+    assert_eq!(created(&next), ["a"]);
+}
+
+#[test]
+fn suspend_starts_no_new_node_but_in_flight_ones_continue() {
+    let (s, seen) = with_a_in_flight();
+    let s = s
+        .after(&seen)
+        .policy(|p| {
+            p.suspend = true;
+            p.budget = Budget::Count(2)
+        })
+        .nms([nm("a").succeeded_at(0)])
+        .at(10);
+    let plan = s.plan();
+    assert!(plan.create.is_empty());
+    assert_eq!(deleted(&plan), [("a", DeleteReason::ReleaseAfter)]);
+}
+
+#[test]
+fn dry_run_creates_nothing_and_shows_the_planned_order() {
+    let plan = scenario()
+        .nodes([node("b"), node("a"), node("c")])
+        .policy(|p| p.dry_run = true)
+        .plan();
+    assert!(plan.create.is_empty());
+    assert_eq!(plan.planned_order, ["a", "b", "c"]);
+    assert_eq!(plan.state.round.number, 0);
+}
+
+#[test]
+fn a_node_under_another_node_maintenance_is_skipped_and_picked_up_once_it_is_deleted() {
+    let s = scenario()
+        .nodes([node("a").cordoned(), node("b")])
+        .policy(|p| p.budget = Budget::Count(2));
+    let held = s.nms([nm("a").ad_hoc("fix-a")]).plan();
+    assert_eq!(created(&held), ["b"]);
+    assert!(
+        held.skipped
+            .contains(&("a".to_string(), SkipReason::HeldBy("fix-a".into())))
+    );
+    let free = s
+        .after(&held)
+        .nodes([node("a"), node("b").in_maintenance()])
+        .nms([nm("b")])
+        .at(5)
+        .plan();
+    assert_eq!(created(&free), ["a"]);
+}
+
+#[test]
+fn the_operator_wide_cap_bounds_the_creates() {
+    let plan = scenario()
+        .nodes([node("a"), node("b"), node("c")])
+        .policy(|p| p.budget = Budget::Count(3))
+        .cap(1)
+        .plan();
+    assert_eq!(created(&plan), ["a"]);
+    let none = scenario().nodes([node("a")]).cap(0).plan();
+    assert!(none.create.is_empty());
+}
+
+#[test]
+fn a_round_carries_over_between_windows_without_redoing_done_nodes() {
+    let s = scenario().nodes([node("a"), node("b"), node("c")]);
+    let state = RolloutState {
+        round: Round {
+            number: 4,
+            started: Some(t(-1440)),
+            completed: ["a".to_string()].into(),
+            ..Round::default()
+        },
+        ..RolloutState::default()
+    };
+    let plan = s.state(state).plan();
+    assert_eq!(created(&plan), ["b"]);
+    assert_eq!(plan.state.round.number, 4);
+    assert_eq!(plan.summary.counts.completed, 1);
+}
+
+#[test]
+fn a_new_round_starts_at_the_first_window_opening_after_a_round_finished() {
+    let s = scenario().nodes([node("a")]);
+    let first = s.plan();
+    let s = s.nms([]).after(&first);
+    // a released by someone else and back: round 1 done at t(20).
+    let s2 = s.nms([nm("a")]).at(10);
+    let seen = s2.plan();
+    let done = s.after(&seen).at(20).plan();
+    assert!(reasons(&done).contains(&EventReason::RoundCompleted));
+    assert_eq!(done.state.round.finished, Some(t(20)));
+    let same_window = s.after(&done).at(30).plan();
+    assert!(same_window.create.is_empty());
+    assert_eq!(same_window.state.round.number, 1);
+    let next = s
+        .after(&same_window)
+        .schedule(Some(window(1440, 1500)), None)
+        .at(1440)
+        .plan();
+    assert_eq!(next.state.round.number, 2);
+    assert_eq!(created(&next), ["a"]);
+}
+
+#[test]
+fn nodes_joining_mid_round_are_added_and_leaving_ones_are_dropped_after_finishing() {
+    let (s, seen) = with_a_in_flight();
+    let s = s
+        .after(&seen)
+        .nodes([
+            node("a").in_maintenance().unselected(),
+            node("b"),
+            node("z"),
+        ])
+        .policy(|p| p.budget = Budget::Count(2));
+    let plan = s.plan();
+    assert!(
+        plan.delete.is_empty(),
+        "an in-flight node is finished first"
+    );
+    assert_eq!(created(&plan), ["b"]);
+    assert_eq!(plan.summary.counts.total, 3);
+    assert_eq!(plan.planned_order, ["z"]);
+}
+
+#[test]
+fn run_now_opens_one_window_of_duration_and_is_echoed_once() {
+    let s = scenario()
+        .nodes([node("a")])
+        .schedule(None, Some(window(1440, 1500)))
+        .at(300);
+    let s = s.run_now("go-1");
+    let plan = s.plan();
+    assert_eq!(created(&plan), ["a"]);
+    assert_eq!(plan.state.last_handled_run_now.as_deref(), Some("go-1"));
+    assert_eq!(plan.current_window, Some(window(300, 360)));
+    assert_eq!(reasons(&plan)[0], EventReason::WindowOpened);
+    // Later in the run-now window, the same value keeps it open and opens nothing new.
+    let later = s
+        .after(&plan)
+        .nodes([node("a").in_maintenance()])
+        .nms([nm("a")])
+        .at(330)
+        .plan();
+    assert_eq!(later.current_window, Some(window(300, 360)));
+    assert!(later.events.is_empty());
+    let closed = s
+        .after(&later)
+        .nodes([node("a").in_maintenance()])
+        .nms([nm("a")])
+        .at(360)
+        .plan();
+    assert_eq!(reasons(&closed), [EventReason::WindowClosed]);
+}
+
+#[test]
+fn an_untracked_node_maintenance_of_this_window_is_adopted_or_deleted() {
+    let s = scenario()
+        .nodes([node("a").in_maintenance(), node("b").unselected()])
+        .nms([nm("a"), nm("b")]);
+    let plan = s.plan();
+    assert!(plan.state.round.in_flight["a"].observed);
+    assert_eq!(deleted(&plan), [("b", DeleteReason::NodeLeftSelector)]);
+    assert!(plan.create.is_empty(), "a takes the only slot");
+}
+
+#[test]
+fn a_create_not_yet_visible_is_requested_again_rather_than_taken_as_deleted() {
+    let s = scenario().nodes([node("a")]);
+    let first = s.plan();
+    let again = s.after(&first).at(1).plan();
+    assert_eq!(created(&again), ["a"]);
+    assert!(again.events.is_empty());
+    assert_eq!(again.state, first.state);
+}
+
+#[test]
+fn a_selector_matching_no_node_stalls_without_starting_a_round() {
+    let plan = scenario().nodes([node("x").unselected()]).plan();
+    assert_eq!(plan.summary.stalled.unwrap().reason, "NoNodesSelected");
+    assert_eq!(plan.state.round.number, 0);
+}
+
+#[test]
+fn requeue_is_the_earliest_of_window_end_and_node_timeout() {
+    let (_, seen) = with_a_in_flight();
+    assert_eq!(seen.requeue_at, Some(t(60)));
+    let (s, seen) = with_a_in_flight();
+    let short = s
+        .after(&seen)
+        .policy(|p| p.node_timeout = Duration::minutes(20))
+        .plan();
+    assert_eq!(short.requeue_at, Some(t(20)));
+}
+
+#[test]
+fn an_in_flight_node_deleted_from_the_cluster_is_released_and_dropped() {
+    let (s, seen) = with_a_in_flight();
+    let plan = s.after(&seen).nodes([node("b")]).at(5).plan();
+    assert_eq!(deleted(&plan), [("a", DeleteReason::NodeGone)]);
+    let gone = s.after(&plan).nodes([node("b")]).nms([]).at(6).plan();
+    assert!(!gone.state.round.in_flight.contains_key("a"));
+    assert!(!gone.state.round.completed.contains("a"));
+    assert_eq!(created(&gone), ["b"]);
+}
+
+#[test]
+fn dry_run_during_a_round_lists_only_the_nodes_still_to_do() {
+    let (s, seen) = with_a_in_flight();
+    let plan = s
+        .after(&seen)
+        .nodes([node("a").in_maintenance(), node("b"), node("c")])
+        .policy(|p| {
+            p.dry_run = true;
+            p.budget = Budget::Count(3)
+        })
+        .plan();
+    assert!(plan.create.is_empty());
+    assert_eq!(plan.planned_order, ["b", "c"]);
+}
+
+#[test]
+fn window_opened_and_closed_are_emitted_once_each() {
+    let s = scenario().nodes([node("a").not_ready()]);
+    let opened = s.plan();
+    assert_eq!(reasons(&opened), [EventReason::WindowOpened]);
+    assert!(s.after(&opened).at(30).plan().events.is_empty());
+    let closed = s.after(&opened).at(60).plan();
+    assert_eq!(reasons(&closed), [EventReason::WindowClosed]);
+    assert!(s.after(&closed).at(61).plan().events.is_empty());
+}
+
+#[test]
+fn a_closed_window_requeues_at_the_next_opening() {
+    let plan = scenario().nodes([node("a")]).at(61).plan();
+    assert_eq!(plan.requeue_at, Some(t(1440)));
+}
