@@ -67,7 +67,7 @@ pub use crate::api::node_maintenance::MaintenancePhase;
 pub use budget::{Budget, BudgetError};
 pub use name::{MAX_NAME_LEN, nm_name};
 pub use plan::plan;
-pub use status::{round_status, window_span};
+pub use status::{open_window_span, round_status, state_from_status, window_span};
 
 /// The spec of a MaintenanceWindow, parsed and with defaults applied.
 #[derive(Clone, Debug, PartialEq)]
