@@ -268,7 +268,10 @@ impl Schedule {
         if from.second() != 0 {
             from = from.with_second(0)? + Duration::minutes(1);
         }
-        let limit = from.date().with_year(from.year() + SEARCH_YEARS)?;
+        // Not `with_year`: that fails when `from` is on 29 February.
+        let limit = from
+            .date()
+            .checked_add_days(chrono::Days::new(366 * SEARCH_YEARS as u64))?;
         let mut date = from.date();
         let (mut hour, mut minute) = (from.hour(), from.minute());
         while date <= limit {
