@@ -21,7 +21,8 @@ pub use round::{
     selector_matches,
 };
 pub use window::{
-    MAX_WINDOW_DURATION, MIN_WINDOW_DURATION, ReleasePolicy, WindowOccurrence, WindowPolicy,
+    MAX_WINDOW_DURATION, MIN_WINDOW_DURATION, PlannedNode, ReleasePolicy, WindowOccurrence,
+    WindowPolicy,
 };
 
 use chrono_tz::Tz;

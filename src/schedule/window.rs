@@ -44,6 +44,20 @@ impl WindowOccurrence {
     }
 }
 
+/// Where a node is expected to be maintained: which opening (an index into the openings given
+/// to [`WindowPolicy::plan_round`]) and when, or `None` if it does not fit in them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PlannedNode {
+    /// The node.
+    pub name: String,
+    /// Index of the opening it is expected in.
+    pub window: Option<usize>,
+    /// When its NodeMaintenance is expected to be created.
+    pub start: Option<DateTime<Utc>>,
+    /// When its slot is expected to free up (released, plus minReadySeconds).
+    pub end: Option<DateTime<Utc>>,
+}
+
 /// When a node's maintenance ends (`spec.release`), parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReleasePolicy {
@@ -263,6 +277,49 @@ impl WindowPolicy {
         estimate_round(nodes, self.budget(nodes), self.per_node_estimate())
     }
 
+    /// Expected placement of a round: `nodes` (already in round order) are taken a budget's
+    /// worth at a time, each batch holding its slots for [`Self::per_node_estimate`], starting
+    /// no earlier than `now`, inside `openings` (in order). With `FinishInFlight` a batch may
+    /// start until the window closes; with `Abort` only if it can finish before. Nodes that do
+    /// not fit in the given openings get no window.
+    pub fn plan_round(
+        &self,
+        nodes: &[String],
+        openings: &[WindowOccurrence],
+        now: DateTime<Utc>,
+    ) -> Vec<PlannedNode> {
+        let budget = self.budget(nodes.len());
+        let per_node = self.per_node_estimate();
+        let mut planned = Vec::with_capacity(nodes.len());
+        let mut window = 0;
+        let mut cursor = now;
+        for batch in nodes.chunks(budget) {
+            let mut placed = None;
+            while let Some(opening) = openings.get(window) {
+                let start = cursor.max(opening.start);
+                let fits = match self.on_window_end {
+                    OnWindowEnd::FinishInFlight => start < opening.end,
+                    OnWindowEnd::Abort => start < opening.end && start + per_node <= opening.end,
+                };
+                if fits {
+                    placed = Some((window, start));
+                    cursor = start + per_node;
+                    break;
+                }
+                window += 1;
+            }
+            for name in batch {
+                planned.push(PlannedNode {
+                    name: name.clone(),
+                    window: placed.map(|(w, _)| w),
+                    start: placed.map(|(_, s)| s),
+                    end: placed.map(|(_, s)| s + per_node),
+                });
+            }
+        }
+        planned
+    }
+
     /// `instant` as readable local time in the window's zone: `Sat 2025-06-07 02:00 CEST`.
     pub fn local_string(&self, instant: DateTime<Utc>) -> String {
         instant
@@ -397,4 +454,38 @@ mod tests {
     }
 
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    #[test]
+    fn a_round_fills_windows_a_budget_at_a_time_and_carries_over() {
+        // 2 at a time, 30m + 2m each, in a 1h window: two batches per window.
+        let mut s = spec("0 2 * * *");
+        s.duration = "1h".into();
+        s.max_unavailable = Some(IntOrString::Int(2));
+        s.min_ready_seconds = Some(120);
+        let p = WindowPolicy::from_spec(&s).unwrap();
+        let openings = p.next_windows(utc(2025, 3, 3, 0, 0), 3);
+        let nodes: Vec<String> = (1..=5).map(|i| format!("n{i}")).collect();
+        let plan = p.plan_round(&nodes, &openings, utc(2025, 3, 3, 0, 0));
+        let windows: Vec<_> = plan.iter().map(|n| n.window).collect();
+        assert_eq!(windows, [Some(0), Some(0), Some(0), Some(0), Some(1)]);
+        assert_eq!(plan[2].start, Some(utc(2025, 3, 3, 2, 32)));
+        assert_eq!(plan[4].start, Some(utc(2025, 3, 4, 2, 0)));
+        assert_eq!(plan[4].end, Some(utc(2025, 3, 4, 2, 32)));
+    }
+
+    #[test]
+    fn with_abort_a_batch_only_starts_when_it_can_finish() {
+        let mut s = spec("0 2 * * *");
+        s.duration = "50m".into();
+        s.on_window_end = Some(OnWindowEnd::Abort);
+        let p = WindowPolicy::from_spec(&s).unwrap();
+        let openings = p.next_windows(utc(2025, 3, 3, 0, 0), 2);
+        let nodes: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let windows: Vec<_> = p
+            .plan_round(&nodes, &openings, utc(2025, 3, 3, 0, 0))
+            .iter()
+            .map(|n| n.window)
+            .collect();
+        assert_eq!(windows, [Some(0), Some(1), None]);
+    }
 }
