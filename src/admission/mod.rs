@@ -47,6 +47,9 @@ static DNS1123_SUBDOMAIN: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
         .expect("valid regex")
 });
+/// The pattern the CRD's CEL rules put on duration fields.
+static CRD_DURATION: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$").expect("valid regex"));
 static LABEL_NAME: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$").expect("valid regex")
 });
@@ -74,6 +77,25 @@ pub fn validate_maintenance_window(window: &MaintenanceWindow) -> Vec<FieldError
     }
     if let Err(spec_errors) = WindowPolicy::from_spec(&window.spec) {
         errors.extend(spec_errors);
+    }
+    // Go accepts "0", signs and ".5h"; the CRD's pattern does not, so neither does validate.
+    let durations = [
+        ("spec.duration", Some(&window.spec.duration)),
+        ("spec.nodeTimeout", window.spec.node_timeout.as_ref()),
+        ("spec.release.after", window.spec.release.after.as_ref()),
+    ];
+    for (field, value) in durations {
+        if let Some(value) = value
+            && !CRD_DURATION.is_match(value)
+            && !errors.iter().any(|e| e.field == field)
+        {
+            errors.push(FieldError::new(
+                field,
+                format!(
+                    "{value:?} is not accepted by the CRD: write numbers with units and no sign, such as \"90m\", \"1h30m\" or \"0s\""
+                ),
+            ));
+        }
     }
     errors.extend(validate_node_selector(
         &window.spec.node_selector,

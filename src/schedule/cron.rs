@@ -454,9 +454,10 @@ fn parse_range(field: CronField, item: &str) -> Result<ParsedField, String> {
         ));
     }
     let explicit_max = field.explicit_max();
-    if end > explicit_max {
+    if start.max(end) > explicit_max {
         return Err(format!(
-            "{end} is above the maximum {explicit_max} (allowed: {})",
+            "{} is above the maximum {explicit_max} (allowed: {})",
+            start.max(end),
             field.allowed()
         ));
     }
