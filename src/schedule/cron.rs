@@ -247,17 +247,24 @@ impl Schedule {
             && self.date_matches(local.date())
     }
 
-    /// Whether any date can ever match. `0 0 30 2 *` parses (as in Kubernetes) but never fires.
+    /// Whether any time can ever match. `0 0 30 2 *` parses (as in Kubernetes) but never
+    /// fires; so does a field that is only commas, which robfig reads as an empty list.
     pub fn fires_ever(&self) -> bool {
-        if !self.dom_starred && self.dow_starred {
-            // Effectively "day of month in month": some listed day must exist in some month.
-            (1..=12u32).any(|month| {
-                self.months & (1 << month) != 0
-                    && (1..=days_in_month_max(month)).any(|d| self.days_of_month & (1 << d) != 0)
-            })
-        } else {
-            // Day of week matches every week, and every month has every weekday.
-            true
+        if self.minutes == 0 || self.hours == 0 || self.months == 0 {
+            return false;
+        }
+        // Some listed day of month exists in some listed month (29 February counts).
+        let dom_possible = (1..=12u32).any(|month| {
+            self.months & (1 << month) != 0
+                && (1..=days_in_month_max(month)).any(|d| self.days_of_month & (1 << d) != 0)
+        });
+        // Every month has every weekday, so any listed weekday occurs.
+        let dow_possible = self.days_of_week != 0;
+        match (self.dom_starred, self.dow_starred) {
+            (true, true) => true,
+            (true, false) => dow_possible,
+            (false, true) => dom_possible,
+            (false, false) => dom_possible || dow_possible,
         }
     }
 
@@ -394,12 +401,13 @@ fn days_in_month_max(month: u32) -> u32 {
 }
 
 /// Parse one field: a comma list of ranges. The error is the reason, without the field name.
+/// Empty list items are skipped, as robfig's `strings.FieldsFunc` does (`1,,2` is `1,2`).
 fn parse_field(field: CronField, text: &str) -> Result<ParsedField, String> {
     let mut out = ParsedField {
         bits: 0,
         starred: false,
     };
-    for item in text.split(',') {
+    for item in text.split(',').filter(|item| !item.is_empty()) {
         let parsed = parse_range(field, item)?;
         out.bits |= parsed.bits;
         out.starred |= parsed.starred;
@@ -580,7 +588,7 @@ mod tests {
             ("*/2/3 * * * *", "too many slashes"),
             ("-1 * * * *", "negative numbers are not allowed"),
             ("*/-2 * * * *", "step \"-2\" is negative"),
-            ("1,,2 * * * *", "is empty"),
+            ("0 0 1-/2 * *", "\"\" is empty"),
             ("mon * * * *", "\"mon\" is not a number"),
             ("0 0 * *", "expected exactly 5 fields"),
             ("0 0 * * * *", "found 6"),
@@ -609,8 +617,18 @@ mod tests {
     }
 
     #[test]
-    fn star_dash_is_accepted_like_robfig() {
+    fn robfig_quirks_are_accepted_like_kubernetes_does() {
+        // Anything after "*-" is ignored.
         let s = Schedule::parse("*-5 * * * *").unwrap();
         assert_eq!(s.minutes, (1u64 << 60) - 1);
+        // Empty list items are skipped; a field of only commas matches nothing.
+        assert_eq!(
+            Schedule::parse("1,,2 * * * *").unwrap().minutes,
+            bits(&[1, 2])
+        );
+        let never = Schedule::parse(", * * * *").unwrap();
+        assert!(!never.fires_ever());
+        // Go's Atoi takes a leading '+'.
+        assert_eq!(Schedule::parse("+5 * * * *").unwrap().minutes, bits(&[5]));
     }
 }

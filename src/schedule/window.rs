@@ -111,7 +111,7 @@ impl WindowPolicy {
                 err(
                     "spec.schedule",
                     format!(
-                        "{:?} never fires: none of its days of month exists in any of its months",
+                        "{:?} never fires: no date and time matches it (such as day 30 of February), so no window would ever open",
                         spec.schedule
                     ),
                 );
