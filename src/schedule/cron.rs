@@ -269,7 +269,7 @@ impl Schedule {
     }
 
     /// The first local wall-clock minute at or after `from` (rounded up to a whole minute)
-    /// that matches, looking at most [`SEARCH_YEARS`] ahead.
+    /// that matches, looking at most 9 years ahead.
     pub fn next_local_at_or_after(&self, from: NaiveDateTime) -> Option<NaiveDateTime> {
         let mut from = from.with_nanosecond(0)?;
         if from.second() != 0 {

@@ -17,8 +17,8 @@ pub mod window;
 pub use cron::{CronField, Schedule, resolve_local};
 pub use duration::{format_duration, parse_go_duration};
 pub use round::{
-    BudgetError, estimate_round, parse_max_unavailable, resolve_max_unavailable, round_order,
-    selector_matches,
+    Budget, BudgetError, estimate_round, parse_max_unavailable, resolve_max_unavailable,
+    round_order, selector_matches,
 };
 pub use window::{
     MAX_WINDOW_DURATION, MIN_WINDOW_DURATION, PlannedNode, ReleasePolicy, WindowOccurrence,
