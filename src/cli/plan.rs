@@ -1,5 +1,20 @@
-//! `nmo plan`: an offline preview of MaintenanceWindows.
+//! `nmo plan`: an offline preview of MaintenanceWindows, for pull requests.
+//!
+//! For each MaintenanceWindow: the next openings in its zone and in UTC, and, given a node
+//! snapshot (`kubectl get nodes -o yaml`), the nodes it selects in round order with the
+//! opening each is expected in. Warns when a round cannot finish inside one window and when
+//! two windows select the same node. Reading nodes from a live cluster (`--cluster`) is not
+//! offered yet: save a snapshot with `kubectl get nodes -o yaml > nodes.yaml` instead.
 
+use crate::admission::validate_manifest;
+use crate::api::MaintenanceWindow;
+use crate::manifest::Document;
+use crate::schedule::{WindowOccurrence, WindowPolicy, format_duration, round_order};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Node;
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,9 +25,432 @@ pub struct Args {
     /// Manifest files or directories; kinds other than MaintenanceWindow are ignored.
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
+    /// Node snapshot, as written by `kubectl get nodes -o yaml` (a List or single Nodes).
+    #[arg(long, value_name = "SNAPSHOT.yaml")]
+    pub nodes: Option<PathBuf>,
+    /// Plan from this instant (RFC 3339, such as 2025-06-01T00:00:00Z) instead of now.
+    #[arg(long, value_name = "RFC3339")]
+    pub from: Option<String>,
+    /// How many openings to show per window.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    pub count: u16,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Format::Table)]
+    pub output: Format,
+}
+
+/// Output formats of `nmo plan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    Table,
+    /// JSON, for CI.
+    Json,
+    /// YAML, for CI.
+    Yaml,
+}
+
+/// The whole plan, as printed with `-o json` / `-o yaml`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    /// The instant the plan starts from.
+    pub from: DateTime<Utc>,
+    /// One entry per MaintenanceWindow, in file order.
+    pub windows: Vec<WindowPlan>,
+    /// Warnings about several windows together (a node selected by two windows).
+    pub warnings: Vec<String>,
+}
+
+/// The plan for one MaintenanceWindow.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowPlan {
+    /// `metadata.name`.
+    pub name: String,
+    /// `file:document-index`.
+    pub source: String,
+    /// `spec.schedule`.
+    pub schedule: String,
+    /// The zone, defaulted.
+    pub time_zone: String,
+    /// `spec.duration`, normalised.
+    pub duration: String,
+    /// Estimated time a node holds a slot (release plus minReadySeconds).
+    pub per_node_estimate: String,
+    /// The window open at `from`, if any.
+    pub current_window: Option<Opening>,
+    /// The next openings after `from`.
+    pub openings: Vec<Opening>,
+    /// Only with `--nodes`: the selected nodes, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodePlan>>,
+    /// Only with `--nodes`: how many nodes may be unavailable at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<usize>,
+    /// Only with `--nodes`: estimated length of a whole round.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub round_estimate: Option<String>,
+    /// Warnings about this window.
+    pub warnings: Vec<String>,
+}
+
+/// One opening of a window.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Opening {
+    /// Opens, UTC.
+    pub start: DateTime<Utc>,
+    /// Closes, UTC.
+    pub end: DateTime<Utc>,
+    /// Opens, in the window's zone.
+    pub start_local: String,
+    /// Closes, in the window's zone.
+    pub end_local: String,
+}
+
+/// Where one node is expected to be maintained.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodePlan {
+    /// Node name.
+    pub name: String,
+    /// 1-based number of the opening in `openings` (0 is the current window), or none if it
+    /// is not reached within the openings shown.
+    pub window: Option<usize>,
+    /// Estimated start, UTC.
+    pub start: Option<DateTime<Utc>>,
+    /// Estimated time its slot frees up, UTC.
+    pub end: Option<DateTime<Utc>>,
 }
 
 /// Run `nmo plan`.
-pub fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    super::not_built_yet("plan")
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let from = match &args.from {
+        None => Utc::now(),
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "--from {text:?}: not an RFC 3339 time such as 2025-06-01T00:00:00Z ({e})"
+                )
+            })?,
+    };
+    let docs = crate::manifest::load_paths(&args.files).map_err(one_line)?;
+    let nodes = match &args.nodes {
+        None => None,
+        Some(path) => Some(load_nodes(path)?),
+    };
+    let mut windows = Vec::new();
+    let mut invalid = 0;
+    for doc in docs.iter().filter(|d| is_window(d)) {
+        let problems = validate_manifest(&doc.value);
+        if !problems.is_empty() {
+            for p in problems {
+                eprintln!("{}: {p}", doc.location());
+            }
+            invalid += 1;
+            continue;
+        }
+        let window: MaintenanceWindow = serde_json::from_value(doc.value.clone())
+            .with_context(|| format!("{}: cannot read MaintenanceWindow", doc.location()))?;
+        let policy = WindowPolicy::from_spec(&window.spec)
+            .map_err(|errors| anyhow::anyhow!("{}: {}", doc.location(), errors[0]))?;
+        windows.push(plan_window(
+            doc,
+            &window,
+            &policy,
+            nodes.as_ref(),
+            from,
+            usize::from(args.count),
+        ));
+    }
+    if windows.is_empty() && invalid == 0 {
+        anyhow::bail!(
+            "no MaintenanceWindow ({}/v1alpha1) found in {}",
+            crate::api::GROUP,
+            args.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let warnings = overlap_warnings(&windows);
+    let plan = Plan {
+        from,
+        windows,
+        warnings,
+    };
+    match args.output {
+        Format::Table => print!("{}", render_table(&plan, nodes.is_some())),
+        Format::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        Format::Yaml => print!("{}", serde_yaml::to_string(&plan)?),
+    }
+    if invalid > 0 {
+        eprintln!("{invalid} MaintenanceWindow(s) skipped: invalid (see above)");
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn is_window(doc: &Document) -> bool {
+    doc.kind() == "MaintenanceWindow"
+        && doc.api_version().split('/').next() == Some(crate::api::GROUP)
+}
+
+/// Node names and labels from a snapshot.
+fn load_nodes(
+    path: &std::path::Path,
+) -> anyhow::Result<BTreeMap<String, BTreeMap<String, String>>> {
+    let docs = crate::manifest::load_paths(&[path]).map_err(one_line)?;
+    let mut nodes = BTreeMap::new();
+    for doc in docs.iter().filter(|d| d.kind() == "Node") {
+        let node: Node = serde_json::from_value(doc.value.clone())
+            .with_context(|| format!("{}: cannot read Node", doc.location()))?;
+        let name = node.metadata.name.unwrap_or_default();
+        nodes.insert(name, node.metadata.labels.unwrap_or_default());
+    }
+    if nodes.is_empty() {
+        anyhow::bail!(
+            "{}: no Node objects found (expected the output of `kubectl get nodes -o yaml`)",
+            path.display()
+        );
+    }
+    Ok(nodes)
+}
+
+fn opening(policy: &WindowPolicy, o: &WindowOccurrence) -> Opening {
+    Opening {
+        start: o.start,
+        end: o.end,
+        start_local: policy.local_string(o.start),
+        end_local: policy.local_string(o.end),
+    }
+}
+
+/// The plan of one window: pure, from the parsed policy, the snapshot and `from`.
+fn plan_window(
+    doc: &Document,
+    window: &MaintenanceWindow,
+    policy: &WindowPolicy,
+    nodes: Option<&BTreeMap<String, BTreeMap<String, String>>>,
+    from: DateTime<Utc>,
+    count: usize,
+) -> WindowPlan {
+    let current = policy.current_window(from);
+    let next = policy.next_windows(from, count);
+    let mut warnings = Vec::new();
+    let per_node = policy.per_node_estimate();
+    if policy.on_window_end == crate::api::OnWindowEnd::Abort && per_node > policy.duration {
+        warnings.push(format!(
+            "with onWindowEnd: Abort no node can finish inside a window: a node needs about {} but a window lasts {}",
+            format_duration(per_node),
+            format_duration(policy.duration)
+        ));
+    }
+    if policy.suspend {
+        warnings.push("suspend is true: no node will be started".to_string());
+    }
+    let (mut node_plans, mut max_unavailable, mut round_estimate) = (None, None, None);
+    if let Some(nodes) = nodes {
+        let selected = round_order(
+            nodes
+                .iter()
+                .filter(|(_, labels)| {
+                    crate::schedule::selector_matches(&window.spec.node_selector, labels)
+                })
+                .map(|(name, _)| name.clone()),
+        );
+        let budget = policy.budget(selected.len());
+        let round = policy.round_estimate(selected.len());
+        if selected.is_empty() {
+            warnings.push("the node selector matches no node in the snapshot".to_string());
+        } else if round > policy.duration {
+            warnings.push(format!(
+                "a round cannot finish inside one window: {} nodes, {} at a time, about {} each, take about {} but a window lasts {}; the round continues in the next window(s)",
+                selected.len(),
+                budget,
+                format_duration(per_node),
+                format_duration(round),
+                format_duration(policy.duration)
+            ));
+        }
+        // Openings in plan order: the current window (numbered 0) and then 1..=count.
+        let mut openings: Vec<WindowOccurrence> = current.into_iter().collect();
+        openings.extend(next.iter().copied());
+        let offset = usize::from(current.is_none());
+        let placed = policy.plan_round(&selected, &openings, from);
+        let unplaced = placed.iter().filter(|p| p.window.is_none()).count();
+        if unplaced > 0 {
+            warnings.push(format!(
+                "{unplaced} node(s) are not reached within the {} opening(s) shown",
+                openings.len()
+            ));
+        }
+        node_plans = Some(
+            placed
+                .into_iter()
+                .map(|p| NodePlan {
+                    name: p.name,
+                    window: p.window.map(|w| w + offset),
+                    start: p.start,
+                    end: p.end,
+                })
+                .collect(),
+        );
+        max_unavailable = Some(budget);
+        round_estimate = Some(format_duration(round));
+    }
+    WindowPlan {
+        name: window.metadata.name.clone().unwrap_or_default(),
+        source: doc.location(),
+        schedule: window.spec.schedule.clone(),
+        time_zone: policy.time_zone.name().to_string(),
+        duration: format_duration(policy.duration),
+        per_node_estimate: format_duration(per_node),
+        current_window: current.map(|o| opening(policy, &o)),
+        openings: next.iter().map(|o| opening(policy, o)).collect(),
+        nodes: node_plans,
+        max_unavailable,
+        round_estimate,
+        warnings,
+    }
+}
+
+/// A warning for every node that more than one window selects.
+fn overlap_warnings(windows: &[WindowPlan]) -> Vec<String> {
+    let mut by_node: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for w in windows {
+        for n in w.nodes.iter().flatten() {
+            by_node.entry(&n.name).or_default().push(&w.name);
+        }
+    }
+    by_node
+        .into_iter()
+        .filter(|(_, ws)| ws.len() > 1)
+        .map(|(node, ws)| {
+            format!(
+                "node {node} is selected by {} windows: {} (while one window maintains it, the other skips it and retries)",
+                ws.len(),
+                ws.join(", ")
+            )
+        })
+        .collect()
+}
+
+fn utc(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// Left-aligned columns, two spaces apart, each line indented.
+fn table(indent: &str, rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = indent.to_string();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < row.len() {
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn render_table(plan: &Plan, have_nodes: bool) -> String {
+    let mut out = format!("Plan from {}\n", utc(plan.from));
+    for w in &plan.windows {
+        out.push_str(&format!(
+            "\nMaintenanceWindow {} ({})\n  schedule {:?} in {}, open {} each time, about {} per node\n",
+            w.name, w.source, w.schedule, w.time_zone, w.duration, w.per_node_estimate
+        ));
+        let mut rows = vec![vec![
+            "#".to_string(),
+            format!("OPENS ({})", w.time_zone),
+            format!("CLOSES ({})", w.time_zone),
+            "OPENS (UTC)".to_string(),
+            "CLOSES (UTC)".to_string(),
+        ]];
+        let numbered = w
+            .current_window
+            .iter()
+            .map(|o| ("0 (open)".to_string(), o))
+            .chain(
+                w.openings
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| ((i + 1).to_string(), o)),
+            );
+        for (n, o) in numbered {
+            rows.push(vec![
+                n,
+                o.start_local.clone(),
+                o.end_local.clone(),
+                utc(o.start),
+                utc(o.end),
+            ]);
+        }
+        out.push_str(&table("  ", &rows));
+        match &w.nodes {
+            Some(nodes) if !nodes.is_empty() => {
+                out.push_str(&format!(
+                    "  {} node(s), {} at a time, round about {}:\n",
+                    nodes.len(),
+                    w.max_unavailable.unwrap_or(1),
+                    w.round_estimate.as_deref().unwrap_or("?")
+                ));
+                let mut rows = vec![vec![
+                    "ORDER".to_string(),
+                    "NODE".to_string(),
+                    "WINDOW".to_string(),
+                    "EXPECTED START (UTC)".to_string(),
+                    "SLOT FREE (UTC)".to_string(),
+                ]];
+                for (i, n) in nodes.iter().enumerate() {
+                    rows.push(vec![
+                        (i + 1).to_string(),
+                        n.name.clone(),
+                        n.window.map_or("later".to_string(), |w| w.to_string()),
+                        n.start.map_or("-".to_string(), utc),
+                        n.end.map_or("-".to_string(), utc),
+                    ]);
+                }
+                out.push_str(&table("    ", &rows));
+            }
+            Some(_) => {}
+            None if !have_nodes => {
+                out.push_str("  (pass --nodes SNAPSHOT.yaml to see which nodes it takes)\n")
+            }
+            None => {}
+        }
+        for warning in &w.warnings {
+            out.push_str(&format!("  warning: {warning}\n"));
+        }
+    }
+    if !plan.warnings.is_empty() {
+        out.push('\n');
+        for warning in &plan.warnings {
+            out.push_str(&format!("warning: {warning}\n"));
+        }
+    }
+    out
+}
+
+/// A manifest error as one line: its message already includes its cause, so the cause is not
+/// chained again (which `{:#}` would print twice).
+fn one_line(e: crate::manifest::ManifestError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
 }
