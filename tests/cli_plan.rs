@@ -170,7 +170,7 @@ fn bad_input_gives_one_line_and_a_non_zero_exit() {
             vec!["plan", "no/such/dir"],
             "error: no/such/dir: cannot read:",
         ),
-        (vec!["plan", bad], "invalid YAML at line"),
+        (vec!["plan", bad], "invalid YAML: "),
         (
             vec!["plan", "examples/", "--from", "tomorrow"],
             "error: --from \"tomorrow\": not an RFC 3339 time",

@@ -158,7 +158,7 @@ fn invalid_yaml_gives_one_line_and_a_non_zero_exit() {
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with(&format!("error: {file}:0: invalid YAML at line")),
+        err.starts_with(&format!("error: {file}:0: invalid YAML: ")),
         "{err}"
     );
 }

@@ -136,7 +136,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 )
             })?,
     };
-    let docs = crate::manifest::load_paths(&args.files).map_err(one_line)?;
+    let docs = crate::manifest::load_paths(&args.files)?;
     let nodes = match &args.nodes {
         None => None,
         Some(path) => Some(load_nodes(path)?),
@@ -203,7 +203,7 @@ fn is_window(doc: &Document) -> bool {
 fn load_nodes(
     path: &std::path::Path,
 ) -> anyhow::Result<BTreeMap<String, BTreeMap<String, String>>> {
-    let docs = crate::manifest::load_paths(&[path]).map_err(one_line)?;
+    let docs = crate::manifest::load_paths(&[path])?;
     let mut nodes = BTreeMap::new();
     for doc in docs.iter().filter(|d| d.kind() == "Node") {
         let node: Node = serde_json::from_value(doc.value.clone())
@@ -447,10 +447,4 @@ fn render_table(plan: &Plan, have_nodes: bool) -> String {
         }
     }
     out
-}
-
-/// A manifest error as one line: its message already includes its cause, so the cause is not
-/// chained again (which `{:#}` would print twice).
-fn one_line(e: crate::manifest::ManifestError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
 }

@@ -33,7 +33,7 @@ impl std::fmt::Display for Problem {
 
 /// Run `nmo validate`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let docs = crate::manifest::load_paths(&args.files).map_err(one_line)?;
+    let docs = crate::manifest::load_paths(&args.files)?;
     let problems: Vec<Problem> = docs.iter().flat_map(check_document).collect();
     for problem in &problems {
         println!("{problem}");
@@ -65,10 +65,4 @@ pub fn check_document(doc: &Document) -> Vec<Problem> {
             message: e.message,
         })
         .collect()
-}
-
-/// A manifest error as one line: its message already includes its cause, so the cause is not
-/// chained again (which `{:#}` would print twice).
-fn one_line(e: crate::manifest::ManifestError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
 }

@@ -48,7 +48,6 @@
 //! `RoundStatus.stalledAt: Option<Time>`, `RoundStatus.forgivenFailures: i32` and
 //! `WindowSpan.runNow: bool`.
 
-mod budget;
 mod name;
 mod plan;
 mod status;
@@ -64,10 +63,10 @@ use chrono::{DateTime, Duration, Utc};
 
 pub use crate::api::maintenance_window::OnWindowEnd;
 pub use crate::api::node_maintenance::MaintenancePhase;
-pub use budget::{Budget, BudgetError};
+pub use crate::schedule::{Budget, BudgetError, WindowOccurrence};
 pub use name::{MAX_NAME_LEN, nm_name};
 pub use plan::plan;
-pub use status::{open_window_span, round_status, state_from_status, window_span};
+pub use status::{open_window_span, round_status, state_from_status};
 
 /// The spec of a MaintenanceWindow, parsed and with defaults applied.
 #[derive(Clone, Debug, PartialEq)]
@@ -113,22 +112,6 @@ impl Default for RolloutPolicy {
             dry_run: false,
             reason: None,
         }
-    }
-}
-
-/// One window occurrence `[start, end)`, in UTC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct WindowOccurrence {
-    /// When it opens.
-    pub start: DateTime<Utc>,
-    /// When it closes (exclusive).
-    pub end: DateTime<Utc>,
-}
-
-impl WindowOccurrence {
-    /// Whether `now` is inside the occurrence.
-    pub fn contains(&self, now: DateTime<Utc>) -> bool {
-        self.start <= now && now < self.end
     }
 }
 

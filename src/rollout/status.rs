@@ -1,6 +1,6 @@
 //! Mapping the planner's state onto the existing status types of `api::maintenance_window`.
 //!
-//! Both directions: [`round_status`] / [`window_span`] write the planner's state into status,
+//! Both directions: [`round_status`] / [`open_window_span`] write the planner's state into status,
 //! and [`state_from_status`] reads it back on the next reconcile (or after a restart). The
 //! round trip is lossless for everything the planner persists.
 
@@ -9,7 +9,7 @@ use crate::api::maintenance_window::{
 };
 use crate::api::{from_time, to_time};
 
-use super::{Ending, InFlight, OpenWindow, Round, RoundCounts, RolloutState, WindowOccurrence};
+use super::{Ending, InFlight, OpenWindow, RolloutState, Round, RoundCounts, WindowOccurrence};
 
 /// `status.round` for a round and the counts of the plan that produced it.
 pub fn round_status(round: &Round, counts: RoundCounts) -> RoundStatus {
@@ -45,14 +45,18 @@ pub fn round_status(round: &Round, counts: RoundCounts) -> RoundStatus {
 pub fn open_window_span(window: &OpenWindow) -> WindowSpan {
     WindowSpan {
         run_now: window.run_now.then_some(true),
-        ..window_span(&window.occurrence)
+        ..window.occurrence.to_span()
     }
 }
 
 /// Read the planner's state back from a MaintenanceWindow's status. A missing or foreign
 /// status gives the state of a new window.
 pub fn state_from_status(status: &MaintenanceWindowStatus) -> RolloutState {
-    let round = status.round.as_ref().map(round_from_status).unwrap_or_default();
+    let round = status
+        .round
+        .as_ref()
+        .map(round_from_status)
+        .unwrap_or_default();
     RolloutState {
         round,
         window: status.current_window.as_ref().map(|span| OpenWindow {
@@ -95,15 +99,6 @@ fn round_from_status(round: &RoundStatus) -> Round {
             .collect(),
         stalled_at: round.stalled_at.as_ref().map(from_time),
         forgiven_failures: round.forgiven_failures.unwrap_or(0).max(0) as u32,
-    }
-}
-
-/// `status.currentWindow` / `status.nextWindow`.
-pub fn window_span(window: &WindowOccurrence) -> WindowSpan {
-    WindowSpan {
-        start: to_time(window.start),
-        end: to_time(window.end),
-        run_now: None,
     }
 }
 

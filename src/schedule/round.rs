@@ -36,6 +36,13 @@ pub enum Budget {
     Percent(u32),
 }
 
+impl Default for Budget {
+    /// The default budget (`maxUnavailable` left out) is one node.
+    fn default() -> Self {
+        Budget::Count(1)
+    }
+}
+
 impl Budget {
     /// How many of `total` selected nodes may be unavailable at once: never below 1.
     pub fn resolve(self, total_nodes: usize) -> usize {

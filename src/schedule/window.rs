@@ -40,6 +40,7 @@ impl WindowOccurrence {
         WindowSpan {
             start: crate::api::to_time(self.start),
             end: crate::api::to_time(self.end),
+            run_now: None,
         }
     }
 }
