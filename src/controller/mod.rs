@@ -1,1 +1,3 @@
 //! The kube-runtime controllers.
+
+pub mod maintenance_window;
