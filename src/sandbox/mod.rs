@@ -330,7 +330,8 @@ pub struct NewPod {
 }
 
 impl NewPod {
-    /// A Ready pod in `default`, on no node yet.
+    /// A Ready pod in `default`, on no node yet. An empty name is generated from the owner's
+    /// name, as controllers do (`web-x7k2q`).
     pub fn new(name: &str) -> Self {
         NewPod {
             name: name.into(),
@@ -441,10 +442,9 @@ impl Sandbox {
             cluster["certificate-authority-data"] =
                 json!(base64::engine::general_purpose::STANDARD.encode(pem));
         }
-        let user = match &self.token {
-            Some(t) => json!({"token": t}),
-            None => json!({}),
-        };
+        // kubectl prompts for a username when a user has no credentials at all: without a
+        // configured token the sandbox accepts any, so write a placeholder.
+        let user = json!({"token": self.token.as_deref().unwrap_or("nmo-sandbox-anonymous")});
         let cfg = json!({"apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": "nmo-sandbox", "cluster": cluster}],
             "users": [{"name": "nmo-sandbox", "user": user}],
@@ -794,6 +794,14 @@ impl Store {
             meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind, "name": owner,
                 "uid": store::uid_of(&owner_obj).unwrap_or_default(), "controller": true, "blockOwnerDeletion": true}]);
             meta["generateName"] = json!(format!("{owner}-"));
+        }
+        if p.name.is_empty() {
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("name");
+            }
+            if meta.get("generateName").is_none() {
+                meta["generateName"] = json!("pod-");
+            }
         }
         let mut spec =
             json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]});

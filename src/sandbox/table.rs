@@ -264,12 +264,35 @@ pub fn table(
             if pcs.is_empty() {
                 columns.push(col("Age", "date", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."));
             }
-            custom_cells(columns, pcs)
+            custom_cells(columns, pcs, now)
         }
         _ => (
             vec![name_col(), age_col()],
             Box::new(move |o| vec![json!(name(o)), json!(age(o, now))]),
         ),
+    };
+    let (columns, cells) = if rt.plural == "customresourcedefinitions" {
+        let created: Cells = Box::new(|o: &Value| {
+            vec![
+                json!(name(o)),
+                json!(str_at(o, "/metadata/creationTimestamp").unwrap_or("<unknown>")),
+            ]
+        });
+        (
+            vec![
+                name_col(),
+                col(
+                    "Created At",
+                    "date",
+                    "",
+                    0,
+                    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+                ),
+            ],
+            created,
+        )
+    } else {
+        (columns, cells)
     };
     let rows: Vec<Value> = objects
         .iter()
@@ -281,14 +304,18 @@ pub fn table(
 
 type Cells = Box<dyn Fn(&Value) -> Vec<Value>>;
 
-fn custom_cells(columns: Vec<Value>, pcs: Vec<PrinterColumn>) -> (Vec<Value>, Cells) {
+fn custom_cells(
+    columns: Vec<Value>,
+    pcs: Vec<PrinterColumn>,
+    now: DateTime<Utc>,
+) -> (Vec<Value>, Cells) {
     let custom_age = pcs.is_empty();
     (
         columns,
         Box::new(move |o| {
             let mut cells = vec![json!(name(o))];
             for c in &pcs {
-                cells.push(cell(&c.type_, &jsonpath(o, &c.json_path)));
+                cells.push(cell(&c.type_, &jsonpath(o, &c.json_path), now));
             }
             if custom_age {
                 cells.push(
@@ -303,10 +330,16 @@ fn custom_cells(columns: Vec<Value>, pcs: Vec<PrinterColumn>) -> (Vec<Value>, Ce
 }
 
 /// A printer-column cell from JSONPath results: none is null, one is typed, many are joined.
-fn cell(type_: &str, results: &[Value]) -> Value {
+fn cell(type_: &str, results: &[Value], now: DateTime<Utc>) -> Value {
     match results {
         [] => Value::Null,
         [one] => match (type_, one) {
+            ("date", Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+                Ok(t) => json!(human_duration(
+                    now.signed_duration_since(t.with_timezone(&Utc))
+                )),
+                Err(_) => json!(s),
+            },
             ("integer", Value::Number(n)) => json!(n.as_i64().unwrap_or_default()),
             ("number", Value::Number(n)) => json!(n.as_f64().unwrap_or_default()),
             ("boolean", Value::Bool(b)) => json!(b),
