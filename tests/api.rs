@@ -31,7 +31,10 @@ fn crds_directory_matches_nmo_crds_output() {
     on_disk.sort();
     let mut names: Vec<String> = expected.iter().map(|(n, _)| n.clone()).collect();
     names.sort();
-    assert_eq!(on_disk, names, "crds/ holds other files than `nmo crds` produces");
+    assert_eq!(
+        on_disk, names,
+        "crds/ holds other files than `nmo crds` produces"
+    );
     for (file, yaml) in expected {
         let committed = std::fs::read_to_string(repo("crds").join(&file)).unwrap();
         assert!(
@@ -40,7 +43,11 @@ fn crds_directory_matches_nmo_crds_output() {
         );
     }
     // `nmo crds` is the concatenation of those files.
-    let all: String = nmo::api::crd_files().unwrap().into_iter().map(|(_, y)| y).collect();
+    let all: String = nmo::api::crd_files()
+        .unwrap()
+        .into_iter()
+        .map(|(_, y)| y)
+        .collect();
     assert_eq!(all, nmo::api::crds_yaml().unwrap());
 }
 
@@ -52,7 +59,10 @@ fn node_maintenance_crd_is_medik8s_shaped() {
     assert_eq!(spec["scope"], "Cluster");
     assert_eq!(spec["names"]["kind"], "NodeMaintenance");
     assert_eq!(spec["names"]["shortNames"], serde_json::json!(["nm"]));
-    assert_eq!(spec["names"]["categories"], serde_json::json!(["maintenance"]));
+    assert_eq!(
+        spec["names"]["categories"],
+        serde_json::json!(["maintenance"])
+    );
     let version = &spec["versions"][0];
     assert_eq!(version["name"], "v1beta1");
     assert!(version["subresources"]["status"].is_object());
@@ -72,7 +82,10 @@ fn node_maintenance_crd_is_medik8s_shaped() {
         .collect();
     assert_eq!(rules, ["self != ''", "self == oldSelf"]);
     let phase = &schema_of(&crd)["properties"]["status"]["properties"]["phase"];
-    assert_eq!(phase["enum"], serde_json::json!(["Running", "Succeeded", "Failed"]));
+    assert_eq!(
+        phase["enum"],
+        serde_json::json!(["Running", "Succeeded", "Failed"])
+    );
 }
 
 #[test]
@@ -81,7 +94,10 @@ fn maintenance_window_crd_has_columns_and_no_defaults() {
     let spec = &crd["spec"];
     assert_eq!(spec["scope"], "Cluster");
     assert_eq!(spec["names"]["shortNames"], serde_json::json!(["mw"]));
-    assert_eq!(spec["names"]["categories"], serde_json::json!(["maintenance"]));
+    assert_eq!(
+        spec["names"]["categories"],
+        serde_json::json!(["maintenance"])
+    );
     let version = &spec["versions"][0];
     assert_eq!(version["name"], "v1alpha1");
     assert!(version["subresources"]["status"].is_object());
@@ -93,10 +109,15 @@ fn maintenance_window_crd_has_columns_and_no_defaults() {
         .collect();
     assert_eq!(
         columns,
-        ["Schedule", "TimeZone", "Window", "Next", "Progress", "Ready", "Age"]
+        [
+            "Schedule", "TimeZone", "Window", "Next", "Progress", "Ready", "Age"
+        ]
     );
     let text = serde_json::to_string(&schema_of(&crd)["properties"]["spec"]).unwrap();
-    assert!(!text.contains("\"default\""), "spec fields must not have schema defaults");
+    assert!(
+        !text.contains("\"default\""),
+        "spec fields must not have schema defaults"
+    );
     let required = &schema_of(&crd)["properties"]["spec"]["required"];
     for field in ["schedule", "duration", "nodeSelector", "release"] {
         assert!(
@@ -105,14 +126,21 @@ fn maintenance_window_crd_has_columns_and_no_defaults() {
         );
     }
     let on_end = &schema_of(&crd)["properties"]["spec"]["properties"]["onWindowEnd"];
-    assert_eq!(on_end["enum"], serde_json::json!(["FinishInFlight", "Abort"]));
+    assert_eq!(
+        on_end["enum"],
+        serde_json::json!(["FinishInFlight", "Abort"])
+    );
 }
 
 /// Run the CRD's CEL rules on an object, the way the apiserver (and the sandbox) does.
 fn cel_errors(crd: &Value, object: &Value, old: Option<&Value>) -> Vec<String> {
     match Validator::new().validate(schema_of(crd), object, old) {
         Ok(()) => Vec::new(),
-        Err(errors) => errors.into_vec().into_iter().map(|e| e.to_string()).collect(),
+        Err(errors) => errors
+            .into_vec()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect(),
     }
 }
 
@@ -138,20 +166,61 @@ fn valid_spec() -> Value {
 fn cel_rules_accept_valid_windows_and_name_the_field_when_broken() {
     let crd = crd_json("maintenancewindows.nodemaintenance.medik8s.io");
     assert!(cel_errors(&crd, &window(valid_spec()), None).is_empty());
-    for budget in [serde_json::json!(1), serde_json::json!(5), serde_json::json!("1%"), serde_json::json!("100%")] {
+    for budget in [
+        serde_json::json!(1),
+        serde_json::json!(5),
+        serde_json::json!("1%"),
+        serde_json::json!("100%"),
+    ] {
         let mut spec = valid_spec();
         spec["maxUnavailable"] = budget.clone();
-        assert_eq!(cel_errors(&crd, &window(spec), None), Vec::<String>::new(), "{budget}");
+        assert_eq!(
+            cel_errors(&crd, &window(spec), None),
+            Vec::<String>::new(),
+            "{budget}"
+        );
     }
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("maxUnavailable", serde_json::json!(0), "spec.maxUnavailable must be an integer >= 1"),
-        ("maxUnavailable", serde_json::json!("150%"), "percentage from 1% to 100%"),
-        ("maxUnavailable", serde_json::json!("0%"), "percentage from 1% to 100%"),
-        ("duration", serde_json::json!("4 hours"), "spec.duration must be a Go duration"),
-        ("nodeTimeout", serde_json::json!("soon"), "spec.nodeTimeout must be a Go duration"),
-        ("nodeSelector", serde_json::json!({}), "spec.nodeSelector must not be empty"),
-        ("release", serde_json::json!({}), "spec.release must set after"),
-        ("release", serde_json::json!({"onReboot": false}), "spec.release must set after"),
+        (
+            "maxUnavailable",
+            serde_json::json!(0),
+            "spec.maxUnavailable must be an integer >= 1",
+        ),
+        (
+            "maxUnavailable",
+            serde_json::json!("150%"),
+            "percentage from 1% to 100%",
+        ),
+        (
+            "maxUnavailable",
+            serde_json::json!("0%"),
+            "percentage from 1% to 100%",
+        ),
+        (
+            "duration",
+            serde_json::json!("4 hours"),
+            "spec.duration must be a Go duration",
+        ),
+        (
+            "nodeTimeout",
+            serde_json::json!("soon"),
+            "spec.nodeTimeout must be a Go duration",
+        ),
+        (
+            "nodeSelector",
+            serde_json::json!({}),
+            "spec.nodeSelector must not be empty",
+        ),
+        (
+            "release",
+            serde_json::json!({}),
+            "spec.release must set after",
+        ),
+        (
+            "release",
+            serde_json::json!({"onReboot": false}),
+            "spec.release must set after",
+        ),
     ];
     for (field, value, expected) in cases {
         let mut spec = valid_spec();
@@ -174,9 +243,19 @@ fn node_name_is_non_empty_and_immutable() {
     assert!(cel_errors(&crd, &nm("a"), None).is_empty());
     assert!(cel_errors(&crd, &nm("a"), Some(&nm("a"))).is_empty());
     let empty = cel_errors(&crd, &nm(""), None);
-    assert!(empty.iter().any(|e| e.contains("spec.nodeName must not be empty")), "{empty:?}");
+    assert!(
+        empty
+            .iter()
+            .any(|e| e.contains("spec.nodeName must not be empty")),
+        "{empty:?}"
+    );
     let changed = cel_errors(&crd, &nm("b"), Some(&nm("a")));
-    assert!(changed.iter().any(|e| e.contains("updating spec.NodeName isn't allowed")), "{changed:?}");
+    assert!(
+        changed
+            .iter()
+            .any(|e| e.contains("updating spec.NodeName isn't allowed")),
+        "{changed:?}"
+    );
 }
 
 #[test]
@@ -185,12 +264,12 @@ fn examples_round_trip_through_the_rust_types() {
     assert!(docs.len() >= 3);
     for doc in docs {
         let back = match doc.kind() {
-            "NodeMaintenance" => {
-                serde_json::to_value(serde_json::from_value::<NodeMaintenance>(doc.value.clone()).unwrap())
-            }
-            "MaintenanceWindow" => {
-                serde_json::to_value(serde_json::from_value::<MaintenanceWindow>(doc.value.clone()).unwrap())
-            }
+            "NodeMaintenance" => serde_json::to_value(
+                serde_json::from_value::<NodeMaintenance>(doc.value.clone()).unwrap(),
+            ),
+            "MaintenanceWindow" => serde_json::to_value(
+                serde_json::from_value::<MaintenanceWindow>(doc.value.clone()).unwrap(),
+            ),
             other => panic!("unexpected kind {other} in examples/"),
         }
         .unwrap();
@@ -199,7 +278,12 @@ fn examples_round_trip_through_the_rust_types() {
             "NodeMaintenance" => "nodemaintenances.nodemaintenance.medik8s.io",
             _ => "maintenancewindows.nodemaintenance.medik8s.io",
         });
-        assert_eq!(cel_errors(&crd, &doc.value, None), Vec::<String>::new(), "{}", doc.location());
+        assert_eq!(
+            cel_errors(&crd, &doc.value, None),
+            Vec::<String>::new(),
+            "{}",
+            doc.location()
+        );
     }
 }
 
