@@ -404,7 +404,7 @@ pub fn desired_status(
             s.phase = Some(s.phase.unwrap_or(MaintenancePhase::Running));
             s.error_on_lease_count = Some(*count);
             s.last_error = Some(message.clone());
-            conds = set(&conds, Reconciling, True, "LeaseError", &message);
+            // The rest is unchanged: the next good renewal carries on from where things were.
             if conditions::find(&conds, Ready).is_none() {
                 conds = set(&conds, Ready, False, "LeaseError", &message);
             }

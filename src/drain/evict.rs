@@ -39,7 +39,7 @@ impl Default for DrainSettings {
         DrainSettings {
             retry_initial: Duration::from_secs(1),
             retry_max: Duration::from_secs(10),
-            max_in_flight: 64,
+            max_in_flight: 100,
             reevict_after: Duration::from_secs(60),
         }
     }
