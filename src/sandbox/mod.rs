@@ -1,1 +1,826 @@
-//! The in-process Kubernetes API server (see SANDBOX-API.md).
+//! The sandbox: an in-process Kubernetes API server that kube-rs and kubectl use as a real
+//! cluster (see SANDBOX-API.md). It backs the integration tests and `nmo simulate`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), nmo::sandbox::SandboxError> {
+//! let sandbox = nmo::sandbox::Sandbox::builder().speed(60.0).start().await?;
+//! sandbox.install_crds()?;
+//! sandbox.add_node("worker-1", &[("node-role.kubernetes.io/worker", "")])?;
+//! let client = sandbox.client()?; // a real kube::Client speaking HTTPS to the sandbox
+//! # let _ = client; Ok(()) }
+//! ```
+//!
+//! Layout: `store` (objects, resourceVersions, history, indexes), `kubelet` (what the rest of
+//! a cluster does: GC, PDB status, eviction, pod termination, workload controllers), `server`
+//! (HTTP routing and watches); pure parts in `selectors`, `patch`, `schema`, `cel`, `table`,
+//! `pdb`, `events`, `discovery`, `resources`.
+
+pub mod cel;
+pub mod discovery;
+pub mod error;
+pub mod events;
+pub mod kubelet;
+pub mod patch;
+pub mod pdb;
+pub mod resources;
+pub mod schema;
+pub mod selectors;
+pub mod server;
+pub mod store;
+pub mod table;
+pub mod tls;
+
+pub use error::ApiError;
+
+use crate::clock::{Clock, SystemClock};
+use serde_json::{Map, Value, json};
+use server::Shared;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use store::{Store, Timer, gr};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Why the sandbox failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Address tried.
+        addr: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TLS set-up failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The server URL is not a valid URI.
+    #[error("invalid sandbox URL {url}: {message}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// Why.
+        message: String,
+    },
+    /// The kube client could not be built.
+    #[error("cannot build a kube client for the sandbox: {0}")]
+    Client(#[source] kube::Error),
+    /// Manifests could not be read.
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    /// An object was refused.
+    #[error("{what}: {source}")]
+    Api {
+        /// The object or operation.
+        what: String,
+        /// The API error.
+        #[source]
+        source: ApiError,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SandboxError {
+    fn api(what: impl Into<String>, source: ApiError) -> Self {
+        SandboxError::Api {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Configures and starts a [`Sandbox`].
+#[derive(Clone)]
+pub struct SandboxBuilder {
+    speed: f64,
+    clock: Arc<dyn Clock>,
+    https: bool,
+    port: u16,
+    workload_controllers: bool,
+    token: Option<String>,
+    history_limit: usize,
+    bookmark_interval: Duration,
+}
+
+impl Default for SandboxBuilder {
+    fn default() -> Self {
+        SandboxBuilder {
+            speed: 1.0,
+            clock: Arc::new(SystemClock),
+            https: true,
+            port: 0,
+            workload_controllers: true,
+            token: None,
+            history_limit: 10_000,
+            bookmark_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+impl SandboxBuilder {
+    /// Grace periods run this many times faster (default 1).
+    pub fn speed(mut self, speed: f64) -> Self {
+        self.speed = if speed.is_finite() && speed > 0.0 {
+            speed
+        } else {
+            1.0
+        };
+        self
+    }
+    /// The clock timestamps come from (default: the system clock).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+    /// Serve HTTPS (default) or plain HTTP.
+    pub fn https(mut self, https: bool) -> Self {
+        self.https = https;
+        self
+    }
+    /// Port on 127.0.0.1 (default 0: any free port).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+    /// Re-create ReplicaSet/DaemonSet pods and schedule pending pods (default true).
+    pub fn workload_controllers(mut self, on: bool) -> Self {
+        self.workload_controllers = on;
+        self
+    }
+    /// Require this bearer token (default: anonymous access allowed).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+    /// Watch events kept per resource before older resourceVersions get 410 (default 10,000).
+    pub fn history_limit(mut self, n: usize) -> Self {
+        self.history_limit = n.max(1);
+        self
+    }
+    /// How often watches that allow bookmarks get one (default 5 s).
+    pub fn bookmark_interval(mut self, every: Duration) -> Self {
+        self.bookmark_interval = every.max(Duration::from_millis(10));
+        self
+    }
+
+    /// Start serving.
+    pub async fn start(self) -> Result<Sandbox, SandboxError> {
+        let addr = format!("127.0.0.1:{}", self.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| SandboxError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| SandboxError::Bind {
+            addr: addr.clone(),
+            source,
+        })?;
+        let tls = if self.https {
+            Some(tls::generate()?)
+        } else {
+            None
+        };
+        let (timer_tx, timer_rx) = mpsc::unbounded_channel();
+        let store = Store::new(
+            self.clock.clone(),
+            self.speed,
+            self.workload_controllers,
+            self.history_limit,
+            timer_tx,
+        );
+        let shared = Arc::new(Shared {
+            store: Mutex::new(store),
+            counts: Mutex::new(BTreeMap::new()),
+            address: local.to_string(),
+            token: self.token.clone(),
+            bookmark_interval: self.bookmark_interval,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let timers = tokio::spawn(run_timers(
+            Arc::downgrade(&shared),
+            timer_rx,
+            stop_rx.clone(),
+        ));
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config.clone()));
+        let server = tokio::spawn(serve(listener, shared.clone(), acceptor, stop_rx));
+        let scheme = if self.https { "https" } else { "http" };
+        Ok(Sandbox {
+            shared,
+            url: format!("{scheme}://{local}"),
+            ca_pem: tls.as_ref().map(|t| t.ca_pem.clone()),
+            ca_der: tls.as_ref().map(|t| t.ca_der.clone()),
+            token: self.token,
+            stop: stop_tx,
+            tasks: Mutex::new(vec![server, timers]),
+        })
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        let Ok((stream, _)) = accepted else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        let acceptor = acceptor.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req| server::handle(shared.clone(), req));
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            match acceptor {
+                Some(a) => {
+                    if let Ok(tls) = a.accept(stream).await {
+                        let _ = builder
+                            .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                            .await;
+                    }
+                }
+                None => {
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                }
+            }
+        });
+        // Reap finished connections so the set does not grow without bound.
+        while conns.try_join_next().is_some() {}
+    }
+    conns.abort_all();
+}
+
+async fn run_timers(
+    shared: Weak<Shared>,
+    mut rx: mpsc::UnboundedReceiver<Timer>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let t = tokio::select! {
+            t = rx.recv() => t,
+            _ = stop.changed() => return,
+        };
+        let Some(t) = t else { return };
+        let shared = shared.clone();
+        match t {
+            Timer::FinishPodTermination {
+                ns,
+                name,
+                uid,
+                after,
+            } => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    if let Some(s) = shared.upgrade() {
+                        s.lock().finish_pod_termination(&ns, &name, &uid);
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// A running sandbox API server on 127.0.0.1.
+pub struct Sandbox {
+    shared: Arc<Shared>,
+    url: String,
+    ca_pem: Option<String>,
+    ca_der: Option<Vec<u8>>,
+    token: Option<String>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A pod for [`Sandbox::create_pod`].
+#[derive(Debug, Clone)]
+pub struct NewPod {
+    name: String,
+    namespace: String,
+    node: Option<String>,
+    labels: Map<String, Value>,
+    owner: Option<(String, String)>,
+    mirror: bool,
+    grace: Option<i64>,
+    ready: bool,
+}
+
+impl NewPod {
+    /// A Ready pod in `default`, on no node yet.
+    pub fn new(name: &str) -> Self {
+        NewPod {
+            name: name.into(),
+            namespace: "default".into(),
+            node: None,
+            labels: Map::new(),
+            owner: None,
+            mirror: false,
+            grace: None,
+            ready: true,
+        }
+    }
+    /// Its namespace (created when missing).
+    pub fn namespace(mut self, ns: &str) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+    /// The node it runs on.
+    pub fn on_node(mut self, node: &str) -> Self {
+        self.node = Some(node.into());
+        self
+    }
+    /// A label.
+    pub fn label(mut self, k: &str, v: &str) -> Self {
+        self.labels.insert(k.into(), json!(v));
+        self
+    }
+    /// Owned by this ReplicaSet (created when missing; its replicas count the pods).
+    pub fn replica_set(mut self, name: &str) -> Self {
+        self.owner = Some(("ReplicaSet".into(), name.into()));
+        self
+    }
+    /// Owned by this DaemonSet (created when missing).
+    pub fn daemon_set(mut self, name: &str) -> Self {
+        self.owner = Some(("DaemonSet".into(), name.into()));
+        self
+    }
+    /// A static pod's mirror (`kubernetes.io/config.mirror` annotation).
+    pub fn mirror(mut self) -> Self {
+        self.mirror = true;
+        self
+    }
+    /// `terminationGracePeriodSeconds`.
+    pub fn grace_period(mut self, seconds: i64) -> Self {
+        self.grace = Some(seconds);
+        self
+    }
+    /// Not Ready (it does not count as healthy for PDBs).
+    pub fn not_ready(mut self) -> Self {
+        self.ready = false;
+        self
+    }
+}
+
+impl Sandbox {
+    /// A builder with the defaults (HTTPS, any port, speed 1, system clock, workload
+    /// controllers on).
+    pub fn builder() -> SandboxBuilder {
+        SandboxBuilder::default()
+    }
+
+    /// The server URL (`https://127.0.0.1:PORT`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The CA certificate (PEM) clients must trust, with HTTPS.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
+    }
+
+    /// A kube client configured for the sandbox (the real HTTP path). Call inside a tokio
+    /// runtime.
+    pub fn client(&self) -> Result<kube::Client, SandboxError> {
+        kube::Client::try_from(self.client_config()?).map_err(SandboxError::Client)
+    }
+
+    /// The kube configuration [`Sandbox::client`] uses, to adjust before building a client.
+    /// Note that kube's default retry policy retries 429 answers (such as a PDB-blocked
+    /// eviction) up to 15 times with exponential backoff, as it would against a real cluster;
+    /// set `default_retry = false` to see the 429 at once.
+    pub fn client_config(&self) -> Result<kube::Config, SandboxError> {
+        let uri: http::Uri =
+            self.url
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| SandboxError::Url {
+                    url: self.url.clone(),
+                    message: e.to_string(),
+                })?;
+        let mut config = kube::Config::new(uri);
+        config.default_namespace = "default".into();
+        if let Some(der) = &self.ca_der {
+            config.root_cert = Some(vec![der.clone()]);
+        }
+        if let Some(t) = &self.token
+            && let Ok(v) = http::HeaderValue::from_str(&format!("Bearer {t}"))
+        {
+            config.headers.push((http::header::AUTHORIZATION, v));
+        }
+        Ok(config)
+    }
+
+    /// A kubeconfig for this sandbox (CA data embedded, token if any).
+    pub fn kubeconfig(&self) -> String {
+        use base64::Engine;
+        let mut cluster = json!({"server": self.url});
+        if let Some(pem) = &self.ca_pem {
+            cluster["certificate-authority-data"] =
+                json!(base64::engine::general_purpose::STANDARD.encode(pem));
+        }
+        let user = match &self.token {
+            Some(t) => json!({"token": t}),
+            None => json!({}),
+        };
+        let cfg = json!({"apiVersion": "v1", "kind": "Config", "preferences": {},
+            "clusters": [{"name": "nmo-sandbox", "cluster": cluster}],
+            "users": [{"name": "nmo-sandbox", "user": user}],
+            "contexts": [{"name": "nmo-sandbox", "context": {"cluster": "nmo-sandbox", "user": "nmo-sandbox", "namespace": "default"}}],
+            "current-context": "nmo-sandbox"});
+        serde_yaml::to_string(&cfg).unwrap_or_default()
+    }
+
+    /// Write [`Sandbox::kubeconfig`] to a file.
+    pub fn write_kubeconfig(&self, path: impl AsRef<Path>) -> Result<(), SandboxError> {
+        let path = path.as_ref();
+        std::fs::write(path, self.kubeconfig()).map_err(|source| SandboxError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Install nmo's CRDs (they serve at once).
+    pub fn install_crds(&self) -> Result<(), SandboxError> {
+        for crd in crate::api::crds() {
+            let v = serde_json::to_value(&crd)
+                .map_err(|e| SandboxError::api("CRD", ApiError::internal(e.to_string())))?;
+            self.seed(v)?;
+        }
+        Ok(())
+    }
+
+    /// Create or replace objects from multi-document YAML (or a `List`, such as the output of
+    /// `kubectl get nodes,pods,pdb -A -o yaml`). uids and statuses in the documents are kept,
+    /// so owner references of a snapshot still hold.
+    pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<Value>, SandboxError> {
+        let docs = crate::manifest::parse_documents(Path::new("<yaml>"), yaml)?;
+        docs.into_iter().map(|d| self.seed(d.value)).collect()
+    }
+
+    /// [`Sandbox::apply_yaml`] for files and directories.
+    pub fn apply_files<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Vec<Value>, SandboxError> {
+        let docs = crate::manifest::load_paths(paths)?;
+        docs.into_iter()
+            .map(|d| {
+                let loc = d.location();
+                self.seed(d.value).map_err(|e| match e {
+                    SandboxError::Api { what, source } => {
+                        SandboxError::api(format!("{loc}: {what}"), source)
+                    }
+                    other => other,
+                })
+            })
+            .collect()
+    }
+
+    /// Create or replace one object, bypassing admission but not CR validation.
+    pub fn seed(&self, obj: Value) -> Result<Value, SandboxError> {
+        let mut store = self.shared.lock();
+        store.seed(obj).map(|v| (*v).clone())
+    }
+
+    /// Read an object: `get("v1", "Pod", "default", "web-1")` (namespace "" for cluster scope).
+    pub fn get(&self, api_version: &str, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+        let store = self.shared.lock();
+        let rt = store.type_of_kind(api_version, kind)?;
+        let ns = if rt.namespaced { namespace } else { "" };
+        store.get(&rt.store_key(), ns, name).map(|v| (*v).clone())
+    }
+
+    /// All objects of a kind (all namespaces).
+    pub fn list(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let store = self.shared.lock();
+        let Some(rt) = store.type_of_kind(api_version, kind) else {
+            return vec![];
+        };
+        store
+            .list(
+                &rt.store_key(),
+                "",
+                &Default::default(),
+                &Default::default(),
+            )
+            .into_iter()
+            .map(|v| (*v).clone())
+            .collect()
+    }
+
+    /// Add a Ready node with labels.
+    pub fn add_node(&self, name: &str, labels: &[(&str, &str)]) -> Result<Value, SandboxError> {
+        let l: Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let mut store = self.shared.lock();
+        store
+            .add_node(name, &l)
+            .map(|v| (*v).clone())
+            .map_err(|e| SandboxError::api(format!("add node {name}"), e))
+    }
+
+    /// Remove a node; its pods go with it.
+    pub fn remove_node(&self, name: &str) -> Result<(), SandboxError> {
+        self.shared
+            .lock()
+            .remove_node(name)
+            .map_err(|e| SandboxError::api(format!("remove node {name}"), e))
+    }
+
+    /// Make a node Ready or NotReady (kubelet stopped: condition Unknown, unreachable taint).
+    pub fn set_node_ready(&self, name: &str, ready: bool) -> Result<(), SandboxError> {
+        self.shared
+            .lock()
+            .modify_node(name, |n, now| kubelet::set_ready(n, ready, now))
+            .map(|_| ())
+            .map_err(|e| SandboxError::api(format!("set node {name} ready={ready}"), e))
+    }
+
+    /// Reboot a node: a new `status.nodeInfo.bootID`, Ready again.
+    pub fn reboot_node(&self, name: &str) -> Result<(), SandboxError> {
+        self.shared
+            .lock()
+            .modify_node(name, |n, now| {
+                n["status"]["nodeInfo"]["bootID"] = json!(uuid::Uuid::new_v4().to_string());
+                kubelet::set_ready(n, true, now);
+            })
+            .map(|_| ())
+            .map_err(|e| SandboxError::api(format!("reboot node {name}"), e))
+    }
+
+    /// Create a pod (and its namespace and owning ReplicaSet/DaemonSet when missing).
+    pub fn create_pod(&self, pod: NewPod) -> Result<Value, SandboxError> {
+        let mut store = self.shared.lock();
+        store
+            .create_pod(&pod)
+            .map(|v| (*v).clone())
+            .map_err(|e| SandboxError::api(format!("create pod {}", pod.name), e))
+    }
+
+    /// Forget the watch history: watches resuming from older resourceVersions get 410.
+    pub fn expire_watch_history(&self) {
+        self.shared.lock().expire_history();
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.shared.lock().current_rv()
+    }
+
+    /// Requests served for a verb (`get`, `list`, `watch`, `create`, `update`, `patch`,
+    /// `delete`, `deletecollection`) and resource (`pods`, `nodes/status`, `pods/eviction`).
+    pub fn request_count(&self, verb: &str, resource: &str) -> u64 {
+        let c = self.shared.counts.lock().unwrap_or_else(|e| e.into_inner());
+        c.get(&(verb.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every request count, by (verb, resource).
+    pub fn request_counts(&self) -> BTreeMap<(String, String), u64> {
+        self.shared
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Reset the request counts.
+    pub fn reset_request_counts(&self) {
+        self.shared
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Stop serving (open watches end).
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+impl Store {
+    /// Create or replace an object from a manifest, keeping its uid, creationTimestamp and
+    /// status when given.
+    pub fn seed(&mut self, mut obj: Value) -> Result<Arc<Value>, SandboxError> {
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let name = store::name_of(&obj).to_string();
+        let what = format!("{kind} {name:?}");
+        let rt = self.type_of_kind(&api_version, &kind).ok_or_else(|| {
+            SandboxError::api(
+                &what,
+                ApiError::bad_request(format!(
+                    "no kind {kind:?} is registered for version {api_version:?}"
+                )),
+            )
+        })?;
+        let ns = if rt.namespaced {
+            let ns = store::namespace_of(&obj);
+            if ns.is_empty() {
+                "default".to_string()
+            } else {
+                ns.to_string()
+            }
+        } else {
+            String::new()
+        };
+        if rt.namespaced {
+            self.ensure_namespace(&ns);
+        }
+        let keep_uid = store::uid_of(&obj).map(str::to_string);
+        let keep_created = obj
+            .pointer("/metadata/creationTimestamp")
+            .cloned()
+            .filter(|v| !v.is_null());
+        let version = api_version
+            .split('/')
+            .next_back()
+            .unwrap_or("v1")
+            .to_string();
+        if rt.custom
+            && let Some(schema) = rt.version(&version).and_then(|v| v.schema.as_ref())
+        {
+            let causes = schema::validate_object(schema, &mut obj, None);
+            if !causes.is_empty() {
+                return Err(SandboxError::api(
+                    &what,
+                    ApiError::invalid(&rt, &name, causes),
+                ));
+            }
+        }
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+        }
+        self.prepare_create(&rt, &ns, &mut obj)
+            .map_err(|e| SandboxError::api(&what, e))?;
+        if let Some(uid) = keep_uid {
+            store::set_meta(&mut obj, "uid", json!(uid));
+        }
+        if let Some(t) = keep_created {
+            store::set_meta(&mut obj, "creationTimestamp", t);
+        }
+        obj["apiVersion"] = json!(api_version);
+        if !rt.custom && obj.get("status").is_none() {
+            match rt.plural.as_str() {
+                "nodes" => obj["status"] = store::node_status(&self.now()),
+                "pods" if obj.pointer("/spec/nodeName").is_some() => {
+                    obj["status"] = store::running_status(&self.now())
+                }
+                _ => {}
+            }
+        }
+        let key = self.key_of(&rt, &ns, &obj);
+        if let Some(old) = self.get(&key.gr, &key.ns, &key.name) {
+            if store::uid_of(&obj).is_some()
+                && obj.pointer("/metadata/uid") != old.pointer("/metadata/uid")
+                && obj.pointer("/metadata/uid").is_some()
+            {
+                // A replaced object keeps its identity unless the manifest names one.
+            }
+            store::set_meta(
+                &mut obj,
+                "generation",
+                old.pointer("/metadata/generation")
+                    .cloned()
+                    .unwrap_or(json!(1)),
+            );
+        }
+        let out = self.commit(&key, Some(obj)).expect("a write commits");
+        self.react();
+        Ok(out)
+    }
+
+    fn ensure_namespace(&mut self, ns: &str) {
+        if self.get(&gr("", "namespaces"), "", ns).is_none() {
+            let rt = self.type_of("", "namespaces").expect("built in");
+            let _ = self.create_raw(
+                &rt,
+                "",
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}),
+            );
+        }
+    }
+
+    fn create_pod(&mut self, p: &NewPod) -> Result<Arc<Value>, ApiError> {
+        self.ensure_namespace(&p.namespace);
+        let mut meta = json!({"name": p.name, "namespace": p.namespace, "labels": p.labels});
+        if p.mirror {
+            meta["annotations"] = json!({"kubernetes.io/config.mirror": "mirror", "kubernetes.io/config.source": "file"});
+            if let Some(node) = &p.node {
+                meta["ownerReferences"] = json!([{"apiVersion": "v1", "kind": "Node", "name": node,
+                    "uid": self.get(&gr("", "nodes"), "", node).and_then(|n| store::uid_of(&n).map(str::to_string)).unwrap_or_default(),
+                    "controller": true}]);
+            }
+        }
+        if let Some((kind, owner)) = &p.owner {
+            let plural = if kind == "ReplicaSet" {
+                "replicasets"
+            } else {
+                "daemonsets"
+            };
+            let rt = self.type_of("apps", plural).expect("built in");
+            let key = store::ObjKey {
+                gr: gr("apps", plural),
+                ns: p.namespace.clone(),
+                name: owner.clone(),
+            };
+            let owner_obj = match self.get(&key.gr, &key.ns, owner) {
+                Some(o) => {
+                    if kind == "ReplicaSet" {
+                        let mut o2 = (*o).clone();
+                        let r = o
+                            .pointer("/spec/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(0);
+                        o2["spec"]["replicas"] = json!(r + 1);
+                        self.commit(&key, Some(o2)).expect("a write commits")
+                    } else {
+                        o
+                    }
+                }
+                None => {
+                    let mut spec = json!({"selector": {"matchLabels": p.labels}, "template": {"metadata": {"labels": p.labels}, "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}});
+                    if kind == "ReplicaSet" {
+                        spec["replicas"] = json!(1);
+                    }
+                    self.create_raw(&rt, &p.namespace, json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": owner, "labels": p.labels}, "spec": spec}))?
+                }
+            };
+            meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind, "name": owner,
+                "uid": store::uid_of(&owner_obj).unwrap_or_default(), "controller": true, "blockOwnerDeletion": true}]);
+            meta["generateName"] = json!(format!("{owner}-"));
+        }
+        let mut spec =
+            json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]});
+        if let Some(n) = &p.node {
+            spec["nodeName"] = json!(n);
+        }
+        if let Some(g) = p.grace {
+            spec["terminationGracePeriodSeconds"] = json!(g);
+        }
+        if matches!(&p.owner, Some((k, _)) if k == "DaemonSet") {
+            spec["tolerations"] = json!([{"operator": "Exists"}]);
+        }
+        let now = self.now();
+        let status = if p.node.is_some() {
+            let mut s = store::running_status(&now);
+            if !p.ready {
+                for c in s["conditions"].as_array_mut().into_iter().flatten() {
+                    if matches!(c["type"].as_str(), Some("Ready" | "ContainersReady")) {
+                        c["status"] = json!("False");
+                    }
+                }
+            }
+            s
+        } else {
+            json!({"phase": "Pending"})
+        };
+        let rt = self.type_of("", "pods").expect("built in");
+        self.create_raw(&rt, &p.namespace, json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec, "status": status}))
+    }
+}

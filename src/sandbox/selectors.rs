@@ -1,0 +1,367 @@
+//! Label and field selectors, as they come in `labelSelector=` and `fieldSelector=` query
+//! parameters and in `metav1.LabelSelector` objects (PDBs, ReplicaSets). Pure code.
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// A parse error, worded like kube-apiserver's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SelectorError(pub String);
+
+/// One requirement of a label selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    /// `key=value`, `key==value`, `key in (a,b)`.
+    In(String, BTreeSet<String>),
+    /// `key!=value`, `key notin (a,b)`.
+    NotIn(String, BTreeSet<String>),
+    /// `key`.
+    Exists(String),
+    /// `!key`.
+    DoesNotExist(String),
+}
+
+/// A parsed label selector: all requirements must hold. Empty selects everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector {
+    requirements: Vec<Requirement>,
+}
+
+impl LabelSelector {
+    /// Parse the string form (`a=b,c!=d,e in (f,g),!h`).
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        let mut requirements = Vec::new();
+        for part in split_top_level(s) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            requirements.push(parse_requirement(part)?);
+        }
+        Ok(LabelSelector { requirements })
+    }
+
+    /// Build from a `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`).
+    /// A missing or null selector gives `None` (selects nothing, as for a PDB without one).
+    pub fn from_object(v: Option<&Value>) -> Result<Option<Self>, SelectorError> {
+        let Some(v) = v.filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let mut requirements = Vec::new();
+        if let Some(ml) = v.get("matchLabels").and_then(Value::as_object) {
+            for (k, val) in ml {
+                let val = val.as_str().unwrap_or_default().to_string();
+                requirements.push(Requirement::In(k.clone(), BTreeSet::from([val])));
+            }
+        }
+        if let Some(exprs) = v.get("matchExpressions").and_then(Value::as_array) {
+            for e in exprs {
+                let key = e
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                let values: BTreeSet<String> = e
+                    .get("values")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let op = e
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                requirements.push(match op {
+                    "In" => Requirement::In(key, values),
+                    "NotIn" => Requirement::NotIn(key, values),
+                    "Exists" => Requirement::Exists(key),
+                    "DoesNotExist" => Requirement::DoesNotExist(key),
+                    other => {
+                        return Err(SelectorError(format!(
+                            "{other:?} is not a valid label selector operator"
+                        )));
+                    }
+                });
+            }
+        }
+        Ok(Some(LabelSelector { requirements }))
+    }
+
+    /// True when it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    /// Does a label map (`metadata.labels`, possibly absent) match?
+    pub fn matches(&self, labels: Option<&Value>) -> bool {
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
+        self.requirements.iter().all(|r| match r {
+            Requirement::In(k, vs) => get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::DoesNotExist(k) => get(k).is_none(),
+        })
+    }
+
+    /// Does an object's `metadata.labels` match?
+    pub fn matches_object(&self, obj: &Value) -> bool {
+        self.is_empty() || self.matches(obj.pointer("/metadata/labels"))
+    }
+}
+
+fn split_top_level(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut depth = 0usize;
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn parse_set(rest: &str, whole: &str) -> Result<BTreeSet<String>, SelectorError> {
+    let rest = rest.trim();
+    let inner = rest
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| {
+            SelectorError(format!(
+                "unable to parse requirement: found '{whole}', expected: '('"
+            ))
+        })?;
+    Ok(inner
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect())
+}
+
+fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
+    if let Some(k) = part.strip_prefix('!') {
+        return Ok(Requirement::DoesNotExist(valid_key(k.trim())?));
+    }
+    if let Some((k, v)) = part.split_once("!=") {
+        return Ok(Requirement::NotIn(
+            valid_key(k.trim())?,
+            BTreeSet::from([v.trim().to_string()]),
+        ));
+    }
+    if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+        return Ok(Requirement::In(
+            valid_key(k.trim())?,
+            BTreeSet::from([v.trim().to_string()]),
+        ));
+    }
+    let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
+    if words.len() == 2 {
+        let key = valid_key(words[0])?;
+        let rest = words[1].trim_start();
+        if let Some(r) = rest.strip_prefix("notin") {
+            return Ok(Requirement::NotIn(key, parse_set(r, part)?));
+        }
+        if let Some(r) = rest.strip_prefix("in") {
+            return Ok(Requirement::In(key, parse_set(r, part)?));
+        }
+        return Err(SelectorError(format!(
+            "unable to parse requirement: found '{rest}', expected: in, notin, =, ==, !=, gt, lt"
+        )));
+    }
+    Ok(Requirement::Exists(valid_key(part)?))
+}
+
+fn valid_key(k: &str) -> Result<String, SelectorError> {
+    let ok = !k.is_empty()
+        && k.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+    if ok {
+        Ok(k.to_string())
+    } else {
+        Err(SelectorError(format!(
+            "unable to parse requirement: invalid label key \"{k}\""
+        )))
+    }
+}
+
+/// One term of a field selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldTerm {
+    /// Dotted field path, such as `spec.nodeName`.
+    pub field: String,
+    /// The value compared with.
+    pub value: String,
+    /// `!=` rather than `=`.
+    pub negated: bool,
+}
+
+/// A parsed field selector (`metadata.name=x,spec.nodeName!=y`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSelector {
+    terms: Vec<FieldTerm>,
+}
+
+impl FieldSelector {
+    /// Parse the string form.
+    pub fn parse(s: &str) -> Result<Self, SelectorError> {
+        let mut terms = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (field, value, negated) = if let Some((f, v)) = part.split_once("!=") {
+                (f, v, true)
+            } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+                (f, v, false)
+            } else {
+                return Err(SelectorError(format!(
+                    "invalid selector: '{part}'; can't understand '{part}'"
+                )));
+            };
+            terms.push(FieldTerm {
+                field: field.trim().to_string(),
+                value: value.trim().to_string(),
+                negated,
+            });
+        }
+        Ok(FieldSelector { terms })
+    }
+
+    /// The terms.
+    pub fn terms(&self) -> &[FieldTerm] {
+        &self.terms
+    }
+
+    /// True when it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// The exact `metadata.name` asked for, if any (lets a LIST do a point lookup).
+    pub fn exact_name(&self) -> Option<&str> {
+        self.terms
+            .iter()
+            .find(|t| t.field == "metadata.name" && !t.negated)
+            .map(|t| t.value.as_str())
+    }
+
+    /// Does the object match? Any dotted path into the object works, so `spec.nodeName`,
+    /// `status.phase`, `involvedObject.name` and the like; a missing field reads as "".
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.terms.iter().all(|t| {
+            let actual = field_value(obj, &t.field);
+            (actual == t.value) != t.negated
+        })
+    }
+}
+
+/// The string value of a dotted field path, "" when absent.
+pub fn field_value(obj: &Value, path: &str) -> String {
+    let mut cur = obj;
+    for seg in path.split('.') {
+        match cur.get(seg) {
+            Some(v) => cur = v,
+            None => return String::new(),
+        }
+    }
+    match cur {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(v: Value) -> Value {
+        json!({"metadata": {"labels": v}})
+    }
+
+    #[test]
+    fn equality_set_and_existence_requirements_all_have_to_hold() {
+        let cases = [
+            ("a=b", json!({"a": "b"}), true),
+            ("a==b", json!({"a": "c"}), false),
+            ("a!=b", json!({}), true),
+            ("a!=b", json!({"a": "b"}), false),
+            ("a in (b, c)", json!({"a": "c"}), true),
+            ("a notin (b,c)", json!({"a": "c"}), false),
+            ("a notin (b,c)", json!({}), true),
+            ("a", json!({"a": ""}), true),
+            ("!a", json!({"a": ""}), false),
+            ("a=b,c in (d),!e", json!({"a": "b", "c": "d"}), true),
+            (
+                "node-role.kubernetes.io/worker",
+                json!({"node-role.kubernetes.io/worker": ""}),
+                true,
+            ),
+            ("", json!({}), true),
+        ];
+        for (sel, l, want) in cases {
+            let s = LabelSelector::parse(sel).unwrap();
+            assert_eq!(s.matches_object(&labels(l.clone())), want, "{sel} on {l}");
+        }
+    }
+
+    #[test]
+    fn a_garbled_label_selector_is_refused() {
+        assert!(LabelSelector::parse("a in b").is_err());
+        assert!(LabelSelector::parse("a b c").is_err());
+        assert!(LabelSelector::parse("a$=b").is_err());
+    }
+
+    #[test]
+    fn object_selectors_understand_match_labels_and_expressions() {
+        let sel = json!({"matchLabels": {"app": "web"}, "matchExpressions": [
+            {"key": "tier", "operator": "NotIn", "values": ["db"]}]});
+        let s = LabelSelector::from_object(Some(&sel)).unwrap().unwrap();
+        assert!(s.matches_object(&labels(json!({"app": "web"}))));
+        assert!(!s.matches_object(&labels(json!({"app": "web", "tier": "db"}))));
+        assert!(LabelSelector::from_object(None).unwrap().is_none());
+        let bad = json!({"matchExpressions": [{"key": "a", "operator": "Near"}]});
+        assert!(LabelSelector::from_object(Some(&bad)).is_err());
+    }
+
+    #[test]
+    fn field_selectors_read_dotted_paths_and_treat_missing_as_empty() {
+        let pod = json!({"metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let yes = [
+            "metadata.name=p",
+            "spec.nodeName==n1,status.phase=Running",
+            "spec.nodeName!=n2",
+            "spec.missing=",
+        ];
+        for s in yes {
+            assert!(FieldSelector::parse(s).unwrap().matches(&pod), "{s}");
+        }
+        let no = [
+            "metadata.name=q",
+            "metadata.namespace!=ns",
+            "status.phase=Pending",
+        ];
+        for s in no {
+            assert!(!FieldSelector::parse(s).unwrap().matches(&pod), "{s}");
+        }
+        assert_eq!(
+            FieldSelector::parse("metadata.name=p")
+                .unwrap()
+                .exact_name(),
+            Some("p")
+        );
+        assert!(FieldSelector::parse("garbage").is_err());
+    }
+}

@@ -1,0 +1,1009 @@
+//! The HTTP side: routing of Kubernetes REST paths to the store, request bodies and content
+//! types, JSON and Table responses, and streamed watches.
+
+use super::discovery;
+use super::error::ApiError;
+use super::events;
+use super::patch::{self, Scope, WriteContext};
+use super::resources::ResourceType;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::store::{Change, ChangeType, DeleteOpts, Store, WriteOpts, name_of, namespace_of};
+use super::table;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The response body type.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// State shared by every connection.
+pub struct Shared {
+    /// The cluster.
+    pub store: Mutex<Store>,
+    /// Requests served, by (verb, resource).
+    pub counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// `host:port` for `/api`.
+    pub address: String,
+    /// When set, requests must carry `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// How often watches get a BOOKMARK when they asked for them.
+    pub bookmark_interval: Duration,
+}
+
+impl Shared {
+    /// Lock the store (a poisoned lock is taken over: the store has no invariants a panic
+    /// mid-request could break more than the request itself).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn count(&self, verb: &str, resource: &str) {
+        let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        *c.entry((verb.to_string(), resource.to_string()))
+            .or_default() += 1;
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    UnsyncBoxBody::new(Full::new(bytes.into()))
+}
+
+fn json_response(code: u16, v: &Value) -> Response<Body> {
+    bytes_response(
+        code,
+        "application/json",
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+}
+
+fn bytes_response(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, content_type)
+        .body(full(body))
+        .expect("a valid response")
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    json_response(e.code, &e.status())
+}
+
+/// Decoded query parameters (repeated keys keep all values).
+#[derive(Debug, Default)]
+pub struct Query(HashMap<String, Vec<String>>);
+
+impl Query {
+    /// Parse a query string.
+    pub fn parse(q: &str) -> Self {
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        for pair in q.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            m.entry(percent_decode(k))
+                .or_default()
+                .push(percent_decode(v));
+        }
+        Query(m)
+    }
+    /// The first value of a key.
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).and_then(|v| v.first()).map(String::as_str)
+    }
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+    fn all(&self, k: &str) -> Vec<String> {
+        self.0.get(k).cloned().unwrap_or_default()
+    }
+}
+
+/// Decode `%XX` and `+`.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A parsed resource path.
+#[derive(Debug, Clone)]
+struct Target {
+    rt: Arc<ResourceType>,
+    version: String,
+    ns: String,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+/// Serve one request.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(match route(shared, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    })
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    if let Some(token) = &shared.token {
+        let ok = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|h| h.to_str().ok())
+            .is_some_and(|h| h == format!("Bearer {token}"));
+        if !ok {
+            shared.count("unauthorized", "");
+            return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
+        }
+    }
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let query = Query::parse(req.uri().query().unwrap_or(""));
+    let accept = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (req.method(), segs.as_slice()) {
+        (&Method::GET, ["version"]) => return Ok(json_response(200, &discovery::version())),
+        (&Method::GET, ["healthz" | "readyz" | "livez"]) => {
+            return Ok(bytes_response(200, "text/plain", b"ok".to_vec()));
+        }
+        (&Method::GET, ["openapi", "v2"]) => {
+            return Ok(bytes_response(
+                200,
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                vec![],
+            ));
+        }
+        (&Method::GET, ["api"]) => {
+            shared.count("discovery", "");
+            let store = shared.lock();
+            return Ok(if discovery::wants_aggregated(&accept) {
+                bytes_response(
+                    200,
+                    discovery::AGGREGATED_CONTENT_TYPE,
+                    serde_json::to_vec(&discovery::aggregated(store.types(), true))
+                        .unwrap_or_default(),
+                )
+            } else {
+                json_response(200, &discovery::legacy_api(&shared.address))
+            });
+        }
+        (&Method::GET, ["apis"]) => {
+            shared.count("discovery", "");
+            let store = shared.lock();
+            return Ok(if discovery::wants_aggregated(&accept) {
+                bytes_response(
+                    200,
+                    discovery::AGGREGATED_CONTENT_TYPE,
+                    serde_json::to_vec(&discovery::aggregated(store.types(), false))
+                        .unwrap_or_default(),
+                )
+            } else {
+                json_response(200, &discovery::legacy_groups(store.types()))
+            });
+        }
+        (&Method::GET, ["api", v]) => {
+            shared.count("discovery", "");
+            let store = shared.lock();
+            return discovery::legacy_resources(store.types(), "", v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::no_such_resource);
+        }
+        (&Method::GET, ["apis", g]) => {
+            shared.count("discovery", "");
+            let store = shared.lock();
+            return discovery::legacy_group(store.types(), g)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::no_such_resource);
+        }
+        (&Method::GET, ["apis", g, v]) => {
+            shared.count("discovery", "");
+            let store = shared.lock();
+            return discovery::legacy_resources(store.types(), g, v)
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::no_such_resource);
+        }
+        _ => {}
+    }
+    let target = {
+        let store = shared.lock();
+        parse_target(&store, &segs)?
+    };
+    let method = req.method().clone();
+    let verb = match (&method, &target.name) {
+        (&Method::GET, Some(_)) => "get",
+        (&Method::GET, None) if query.flag("watch") => "watch",
+        (&Method::GET, None) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, Some(_)) => "delete",
+        (&Method::DELETE, None) => "deletecollection",
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    let resource = match &target.sub {
+        Some(s) => format!("{}/{s}", target.rt.plural),
+        None => target.rt.plural.clone(),
+    };
+    shared.count(verb, &resource);
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("unknown")
+        .to_string();
+    let body = if matches!(
+        method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    ) {
+        req.into_body()
+            .collect()
+            .await
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
+            .to_bytes()
+    } else {
+        Bytes::new()
+    };
+    let as_table = accept.contains("as=Table");
+    let opts = WriteOpts {
+        dry_run: query.all("dryRun").iter().any(|d| d == "All"),
+        manager: query
+            .get("fieldManager")
+            .map(str::to_string)
+            .unwrap_or_else(|| {
+                user_agent
+                    .split('/')
+                    .next()
+                    .unwrap_or("unknown")
+                    .to_string()
+            }),
+        version: target.version.clone(),
+    };
+    match verb {
+        "get" => {
+            let store = shared.lock();
+            let name = target.name.as_deref().unwrap_or_default();
+            let obj = store
+                .get(&target.rt.store_key(), &target.ns, name)
+                .ok_or_else(|| ApiError::not_found(&target.rt, name))?;
+            let out = output(&target.rt, &target.version, &obj);
+            if as_table {
+                let t = table::table(
+                    &target.rt,
+                    &target.version,
+                    &[out],
+                    &store.current_rv().to_string(),
+                    &*store.clock,
+                );
+                return Ok(json_response(200, &t));
+            }
+            Ok(json_response(200, &out))
+        }
+        "list" => list(&shared, &target, &query, as_table),
+        "watch" => watch(shared, target, &query, as_table),
+        "create" => {
+            let obj = decode_body(&content_type, &body)?;
+            let mut store = shared.lock();
+            if target.sub.as_deref() == Some("eviction") {
+                let name = target.name.clone().unwrap_or_default();
+                let status = store.evict(&target.ns, &name, &obj)?;
+                return Ok(json_response(201, &status));
+            }
+            if target.sub.is_some() || target.name.is_some() {
+                return Err(ApiError::method_not_allowed());
+            }
+            check_kind(&target, &obj)?;
+            let obj = input(&target.rt, obj);
+            let created = store.create(&target.rt, &target.ns, obj, &opts)?;
+            Ok(json_response(
+                201,
+                &output(&target.rt, &target.version, &created),
+            ))
+        }
+        "update" => {
+            let obj = decode_body(&content_type, &body)?;
+            check_kind(&target, &obj)?;
+            let obj = input(&target.rt, obj);
+            let scope = scope_of(&target)?;
+            let mut store = shared.lock();
+            let name = target.name.clone().unwrap_or_default();
+            let updated = store.update(&target.rt, &target.ns, &name, obj, scope, &opts, false)?;
+            Ok(json_response(
+                200,
+                &output(&target.rt, &target.version, &updated),
+            ))
+        }
+        "patch" => {
+            let scope = scope_of(&target)?;
+            let force = query.flag("force");
+            let mut store = shared.lock();
+            let out = patch_object(
+                &mut store,
+                &target,
+                &content_type,
+                &body,
+                scope,
+                &opts,
+                force,
+            )?;
+            Ok(json_response(
+                200,
+                &output(&target.rt, &target.version, &out),
+            ))
+        }
+        "delete" => {
+            let body_v = if body.is_empty() {
+                json!({})
+            } else {
+                decode_body(&content_type, &body)?
+            };
+            let dopts = delete_opts(&query, &body_v, opts.dry_run);
+            let mut store = shared.lock();
+            let name = target.name.clone().unwrap_or_default();
+            let out = store.delete(&target.rt, &target.ns, &name, &dopts)?;
+            Ok(json_response(
+                200,
+                &output(&target.rt, &target.version, &out),
+            ))
+        }
+        "deletecollection" => {
+            let body_v = if body.is_empty() {
+                json!({})
+            } else {
+                decode_body(&content_type, &body)?
+            };
+            let dopts = delete_opts(&query, &body_v, opts.dry_run);
+            let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
+                .map_err(|e| ApiError::bad_request(e.0))?;
+            let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
+                .map_err(|e| ApiError::bad_request(e.0))?;
+            let mut store = shared.lock();
+            let items = store.list(&target.rt.store_key(), &target.ns, &labels, &fields);
+            let mut deleted = Vec::new();
+            for o in items {
+                if let Ok(d) = store.delete(&target.rt, namespace_of(&o), name_of(&o), &dopts) {
+                    deleted.push(output(&target.rt, &target.version, &d));
+                }
+            }
+            let rv = store.current_rv().to_string();
+            Ok(json_response(
+                200,
+                &json!({"kind": format!("{}List", target.rt.kind),
+                "apiVersion": target.rt.api_version(&target.version),
+                "metadata": {"resourceVersion": rv}, "items": deleted}),
+            ))
+        }
+        _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+fn scope_of(target: &Target) -> Result<Scope, ApiError> {
+    match target.sub.as_deref() {
+        None => Ok(Scope::Main {
+            has_status: target.rt.status_subresource,
+        }),
+        Some("status") if target.rt.status_subresource => Ok(Scope::Status),
+        _ => Err(ApiError::no_such_resource()),
+    }
+}
+
+fn delete_opts(query: &Query, body: &Value, dry_run: bool) -> DeleteOpts {
+    DeleteOpts {
+        propagation: query
+            .get("propagationPolicy")
+            .map(str::to_string)
+            .or_else(|| {
+                body.get("propagationPolicy")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            })
+            .or_else(
+                || match body.get("orphanDependents").and_then(Value::as_bool) {
+                    Some(true) => Some("Orphan".into()),
+                    _ => None,
+                },
+            ),
+        uid: body
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        resource_version: body
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        grace_period: query
+            .get("gracePeriodSeconds")
+            .and_then(|g| g.parse().ok())
+            .or_else(|| body.get("gracePeriodSeconds").and_then(Value::as_i64)),
+        dry_run: dry_run
+            || body
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|a| a.iter().any(|d| d == "All")),
+    }
+}
+
+fn parse_target(store: &Store, segs: &[&str]) -> Result<Target, ApiError> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::no_such_resource()),
+    };
+    let find = |plural: &str| {
+        store
+            .type_of(group, plural)
+            .filter(|t| t.version(version).is_some())
+    };
+    let (ns, rest) = match rest {
+        ["namespaces", ns, plural, more @ ..] if find(plural).is_some_and(|t| t.namespaced) => {
+            (ns.to_string(), [&[*plural][..], more].concat())
+        }
+        other => (String::new(), other.to_vec()),
+    };
+    let Some(plural) = rest.first() else {
+        return Err(ApiError::no_such_resource());
+    };
+    let rt = find(plural).ok_or_else(ApiError::no_such_resource)?;
+    if rest.len() > 3 {
+        return Err(ApiError::no_such_resource());
+    }
+    Ok(Target {
+        rt,
+        version: version.to_string(),
+        ns,
+        name: rest.get(1).map(|s| s.to_string()),
+        sub: rest.get(2).map(|s| s.to_string()),
+    })
+}
+
+fn check_kind(target: &Target, obj: &Value) -> Result<(), ApiError> {
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
+        && !kind.is_empty()
+        && kind != target.rt.kind
+    {
+        return Err(ApiError::bad_request(format!(
+            "the kind of the object ({kind}) does not match the kind of the resource ({})",
+            target.rt.kind
+        )));
+    }
+    Ok(())
+}
+
+/// Parse a JSON or YAML body; protobuf and unknown types get 415.
+fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    match ct {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {e}"
+            ))
+        }),
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| {
+                ApiError::bad_request(format!(
+                    "the body of the request could not be decoded as YAML: {e}"
+                ))
+            }),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
+fn patch_object(
+    store: &mut Store,
+    target: &Target,
+    content_type: &str,
+    body: &[u8],
+    scope: Scope,
+    opts: &WriteOpts,
+    force: bool,
+) -> Result<Arc<Value>, ApiError> {
+    let rt = &target.rt;
+    let name = target
+        .name
+        .clone()
+        .ok_or_else(ApiError::method_not_allowed)?;
+    let ct = content_type.split(';').next().unwrap_or("").trim();
+    let lists = Store::list_oracle(rt, &target.version);
+    let existing = store.get(&rt.store_key(), &target.ns, &name);
+    let invalid_patch = |msg: String| {
+        let mut e = ApiError::new(422, "Invalid", msg);
+        e.details = json!({});
+        e
+    };
+    let parse_json = |b: &[u8]| -> Result<Value, ApiError> {
+        serde_json::from_slice(b).map_err(|e| {
+            ApiError::bad_request(format!(
+                "the body of the request could not be decoded as JSON: {e}"
+            ))
+        })
+    };
+    if ct == "application/apply-patch+yaml" || ct == "application/apply-patch+json" {
+        let applied: Value = serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+        if !applied.is_object() {
+            return Err(ApiError::bad_request(
+                "the apply configuration is not an object",
+            ));
+        }
+        if query_manager_missing(opts) {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
+            ));
+        }
+        let applied = input(rt, applied);
+        if name_of(&applied) != name && !name_of(&applied).is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({}) does not match the name on the URL ({name})",
+                name_of(&applied)
+            )));
+        }
+        let now = store.now();
+        let api_version = rt.api_version(&target.version);
+        let ctx = WriteContext {
+            manager: &opts.manager,
+            scope,
+            api_version: &api_version,
+            time: &now,
+        };
+        let merged = patch::server_side_apply(existing.as_deref(), &applied, &ctx, force, &lists)
+            .map_err(|conflicts| apply_conflict(rt, &name, conflicts))?;
+        return match existing {
+            Some(_) => store.update(rt, &target.ns, &name, merged, scope, opts, true),
+            None => {
+                if matches!(scope, Scope::Status) {
+                    return Err(ApiError::not_found(rt, &name));
+                }
+                let mut m = merged;
+                super::store::set_meta(&mut m, "name", json!(name));
+                store.create(rt, &target.ns, m, opts)
+            }
+        };
+    }
+    let old = existing.ok_or_else(|| ApiError::not_found(rt, &name))?;
+    let mut new = output(rt, &target.version, &old);
+    match ct {
+        "application/merge-patch+json" => patch::merge_patch(&mut new, &parse_json(body)?),
+        "application/json-patch+json" => {
+            patch::json_patch(&mut new, &parse_json(body)?).map_err(invalid_patch)?
+        }
+        "application/strategic-merge-patch+json" => {
+            if rt.custom {
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                ));
+            }
+            new =
+                patch::strategic_merge(&new, &parse_json(body)?, &lists).map_err(invalid_patch)?;
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    let new = input(rt, new);
+    store.update(rt, &target.ns, &name, new, scope, opts, false)
+}
+
+fn query_manager_missing(opts: &WriteOpts) -> bool {
+    opts.manager.is_empty()
+}
+
+fn apply_conflict(rt: &ResourceType, name: &str, conflicts: Vec<patch::Conflict>) -> ApiError {
+    let lines: Vec<String> = conflicts
+        .iter()
+        .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+        .collect();
+    let msg = if lines.len() == 1 {
+        format!("Apply failed with 1 conflict: {}", lines[0])
+    } else {
+        format!(
+            "Apply failed with {} conflicts: {}",
+            lines.len(),
+            lines.join("\n")
+        )
+    };
+    let mut e = ApiError::new(409, "Conflict", msg);
+    let mut d = json!({"name": name, "kind": rt.plural});
+    if !rt.group.is_empty() {
+        d["group"] = json!(rt.group);
+    }
+    d["causes"] = conflicts
+        .iter()
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+        .collect();
+    e.details = d;
+    e
+}
+
+/// An object as a client asked for it: events through their API, apiVersion of the request.
+fn output(rt: &ResourceType, version: &str, obj: &Value) -> Value {
+    if rt.stored_as.is_some() && rt.group == "events.k8s.io" {
+        return events::to_new(obj);
+    }
+    let mut o = obj.clone();
+    o["apiVersion"] = json!(rt.api_version(version));
+    o
+}
+
+/// An object as the store keeps it.
+fn input(rt: &ResourceType, obj: Value) -> Value {
+    if rt.stored_as.is_some() && rt.group == "events.k8s.io" {
+        return events::to_core(&obj);
+    }
+    obj
+}
+
+fn list(
+    shared: &Shared,
+    target: &Target,
+    query: &Query,
+    as_table: bool,
+) -> Result<Response<Body>, ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let after = query
+        .get("continue")
+        .filter(|c| !c.is_empty())
+        .map(decode_continue)
+        .transpose()?;
+    let (items, rv, clock) = {
+        let store = shared.lock();
+        let items = store.list(&target.rt.store_key(), &target.ns, &labels, &fields);
+        (items, store.current_rv(), store.clock.clone())
+    };
+    let mut items: Vec<Arc<Value>> = match &after {
+        Some(key) => items
+            .into_iter()
+            .filter(|o| (namespace_of(o), name_of(o)) > (key.0.as_str(), key.1.as_str()))
+            .collect(),
+        None => items,
+    };
+    let mut next = None;
+    let mut remaining = 0;
+    if limit > 0 && items.len() > limit {
+        remaining = items.len() - limit;
+        items.truncate(limit);
+        let last = items.last().expect("limit > 0");
+        next = Some(encode_continue(namespace_of(last), name_of(last)));
+    }
+    let rv = rv.to_string();
+    if as_table {
+        let outs: Vec<Value> = items
+            .iter()
+            .map(|o| output(&target.rt, &target.version, o))
+            .collect();
+        let mut t = table::table(&target.rt, &target.version, &outs, &rv, &*clock);
+        if let Some(n) = &next {
+            t["metadata"]["continue"] = json!(n);
+        }
+        return Ok(json_response(200, &t));
+    }
+    // Serialise item by item: no copy of the whole list.
+    let api_version = target.rt.api_version(&target.version);
+    let mut meta = json!({"resourceVersion": rv});
+    if let Some(n) = &next {
+        meta["continue"] = json!(n);
+        meta["remainingItemCount"] = json!(remaining);
+    }
+    let mut buf = Vec::with_capacity(items.len() * 1024 + 256);
+    buf.extend_from_slice(b"{\"kind\":");
+    serde_json::to_writer(&mut buf, &format!("{}List", target.rt.kind))
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    buf.extend_from_slice(b",\"apiVersion\":");
+    serde_json::to_writer(&mut buf, &api_version).map_err(|e| ApiError::internal(e.to_string()))?;
+    buf.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(&mut buf, &meta).map_err(|e| ApiError::internal(e.to_string()))?;
+    buf.extend_from_slice(b",\"items\":[");
+    let direct = target.rt.stored_as.is_none()
+        && target.rt.versions.first().map(|v| v.name.as_str()) == Some(target.version.as_str());
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        if direct {
+            serde_json::to_writer(&mut buf, &**o)
+        } else {
+            serde_json::to_writer(&mut buf, &output(&target.rt, &target.version, o))
+        }
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    buf.extend_from_slice(b"]}");
+    Ok(bytes_response(200, "application/json", buf))
+}
+
+fn encode_continue(ns: &str, name: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{ns}\u{0}{name}"))
+}
+
+fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+    use base64::Engine;
+    let bad = || {
+        let mut e = ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        );
+        e.details = json!({});
+        e
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let s = String::from_utf8(raw).map_err(|_| bad())?;
+    let (ns, name) = s.split_once('\u{0}').ok_or_else(bad)?;
+    Ok((ns.to_string(), name.to_string()))
+}
+
+/// A watcher's view of the changes: namespace, selectors, and the version it reads.
+struct WatchFilter {
+    rt: Arc<ResourceType>,
+    version: String,
+    ns: String,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl WatchFilter {
+    fn matches(&self, o: &Value) -> bool {
+        (self.ns.is_empty() || namespace_of(o) == self.ns)
+            && self.labels.matches_object(o)
+            && self.fields.matches(o)
+    }
+
+    /// The event a change makes for this watcher, if any: an object that starts matching is
+    /// ADDED, one that stops is DELETED.
+    fn event(&self, c: &Change) -> Option<(&'static str, Value)> {
+        let now = self.matches(&c.object);
+        let kind = match c.kind {
+            ChangeType::Added => now.then_some("ADDED"),
+            ChangeType::Deleted => now.then_some("DELETED"),
+            ChangeType::Modified => {
+                let before = c.old.as_deref().is_some_and(|o| self.matches(o));
+                match (before, now) {
+                    (true, true) => Some("MODIFIED"),
+                    (false, true) => Some("ADDED"),
+                    (true, false) => Some("DELETED"),
+                    (false, false) => None,
+                }
+            }
+        }?;
+        Some((kind, output(&self.rt, &self.version, &c.object)))
+    }
+}
+
+fn event_line(
+    kind: &str,
+    obj: &Value,
+    table_of: Option<(&ResourceType, &str, &dyn crate::clock::Clock)>,
+) -> Bytes {
+    let object = match table_of {
+        Some((rt, version, clock)) if kind != "BOOKMARK" && kind != "ERROR" => {
+            let rv = obj
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let mut t = table::table(rt, version, std::slice::from_ref(obj), &rv, clock);
+            t["metadata"] = json!({"resourceVersion": rv});
+            t
+        }
+        _ => obj.clone(),
+    };
+    let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn watch(
+    shared: Arc<Shared>,
+    target: Target,
+    query: &Query,
+    as_table: bool,
+) -> Result<Response<Body>, ApiError> {
+    let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let rv = query.get("resourceVersion").unwrap_or("");
+    let send_initial = query.flag("sendInitialEvents");
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|t| t.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(1800));
+    let filter = WatchFilter {
+        rt: target.rt.clone(),
+        version: target.version.clone(),
+        ns: target.ns.clone(),
+        labels,
+        fields,
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let clock = shared.lock().clock.clone();
+    let table_of = as_table;
+    // Under the lock: the initial state and the subscription, so that nothing falls between.
+    let start = {
+        let store = shared.lock();
+        let current = store.current_rv();
+        let synthetic = rv.is_empty() || rv == "0" || send_initial;
+        let parsed = if synthetic {
+            None
+        } else {
+            rv.parse::<u64>().ok()
+        };
+        if !synthetic && parsed.is_none() {
+            return Err(ApiError::bad_request(format!(
+                "invalid resource version: {rv:?}"
+            )));
+        }
+        match store.subscribe(&target.rt.store_key(), parsed) {
+            Ok((backlog, receiver)) => {
+                let initial: Vec<Arc<Value>> = if synthetic {
+                    store.list(
+                        &target.rt.store_key(),
+                        &target.ns,
+                        &filter.labels,
+                        &filter.fields,
+                    )
+                } else {
+                    vec![]
+                };
+                Ok((initial, backlog, receiver, current))
+            }
+            Err(e) => Err(e),
+        }
+    };
+    let bookmark_interval = shared.bookmark_interval;
+    tokio::spawn(async move {
+        let rt = filter.rt.clone();
+        let version = filter.version.clone();
+        let t = table_of.then_some((&*rt, version.as_str(), &*clock as &dyn crate::clock::Clock));
+        let bookmark = |rv: u64| {
+            let mut o = json!({"kind": rt.kind, "apiVersion": rt.api_version(&version), "metadata": {"resourceVersion": rv.to_string()}});
+            if send_initial {
+                o["metadata"]["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+            }
+            event_line("BOOKMARK", &o, None)
+        };
+        let (initial, backlog, mut receiver, start_rv) = match start {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = tx.send(event_line("ERROR", &e.status(), None)).await;
+                return;
+            }
+        };
+        let mut last_rv = start_rv;
+        for o in initial {
+            let out = output(&rt, &version, &o);
+            if tx.send(event_line("ADDED", &out, t)).await.is_err() {
+                return;
+            }
+        }
+        if send_initial && bookmarks && tx.send(bookmark(start_rv)).await.is_err() {
+            return;
+        }
+        for c in backlog {
+            last_rv = last_rv.max(c.rv);
+            if let Some((kind, obj)) = filter.event(&c)
+                && tx.send(event_line(kind, &obj, t)).await.is_err()
+            {
+                return;
+            }
+        }
+        let deadline = tokio::time::sleep(timeout);
+        tokio::pin!(deadline);
+        let mut ticker = tokio::time::interval(bookmark_interval);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = &mut deadline => return,
+                _ = ticker.tick(), if bookmarks => {
+                    let mut b = bookmark(last_rv);
+                    if send_initial {
+                        b = event_line("BOOKMARK", &json!({"kind": rt.kind, "apiVersion": rt.api_version(&version), "metadata": {"resourceVersion": last_rv.to_string()}}), None);
+                    }
+                    if tx.send(b).await.is_err() { return; }
+                }
+                _ = tx.closed() => return,
+                msg = receiver.recv() => match msg {
+                    Ok(c) => {
+                        if c.rv <= last_rv && c.rv <= start_rv { continue; }
+                        last_rv = last_rv.max(c.rv);
+                        if let Some((kind, obj)) = filter.event(&c)
+                            && tx.send(event_line(kind, &obj, t)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // A watcher too slow to keep up is closed; it resumes from its last version.
+                    Err(_) => return,
+                },
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let body = UnsyncBoxBody::new(StreamBody::new(stream));
+    Ok(Response::builder()
+        .status(200)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Transfer-Encoding", "chunked")
+        .body(body)
+        .expect("a valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_are_decoded() {
+        let q =
+            Query::parse("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=true&dryRun=All&dryRun=x");
+        assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
+        assert!(q.flag("watch"));
+        assert_eq!(q.all("dryRun"), ["All", "x"]);
+        assert_eq!(percent_decode("a%2"), "a%2");
+    }
+
+    #[test]
+    fn continue_tokens_round_trip_and_garbage_is_refused() {
+        let t = encode_continue("ns", "name");
+        assert_eq!(
+            decode_continue(&t).unwrap(),
+            ("ns".to_string(), "name".to_string())
+        );
+        assert_eq!(decode_continue("!!").unwrap_err().code, 400);
+    }
+
+    #[test]
+    fn protobuf_and_unknown_bodies_get_415_and_bad_json_400() {
+        assert_eq!(
+            decode_body("application/vnd.kubernetes.protobuf", b"\x00k8s")
+                .unwrap_err()
+                .code,
+            415
+        );
+        assert_eq!(
+            decode_body("application/json", b"{nope").unwrap_err().code,
+            400
+        );
+        assert!(decode_body("application/yaml", b"a: 1").is_ok());
+    }
+}

@@ -1,0 +1,1334 @@
+//! The object store: every object of every resource, a single resourceVersion counter, a
+//! bounded watch history per resource, uid and owner indexes for garbage collection. All
+//! writes go through [`Store::commit`]; the reactions a write sets off (garbage collection,
+//! PDB status, pod termination, workload controllers) live in `kubelet.rs`.
+
+use super::error::{ApiError, Cause};
+use super::patch::{self, ListKind, Scope, WriteContext};
+use super::resources::{self, ResourceType};
+use super::selectors::{FieldSelector, LabelSelector};
+use crate::clock::Clock;
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{broadcast, mpsc};
+
+/// (group, plural): the key of a resource's table.
+pub type GroupResource = (String, String);
+
+/// Where one object lives.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjKey {
+    /// Its resource.
+    pub gr: GroupResource,
+    /// Namespace ("" when cluster-scoped).
+    pub ns: String,
+    /// Name.
+    pub name: String,
+}
+
+/// The kind of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeType {
+    /// Created.
+    Added,
+    /// Updated.
+    Modified,
+    /// Removed.
+    Deleted,
+}
+
+impl ChangeType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeType::Added => "ADDED",
+            ChangeType::Modified => "MODIFIED",
+            ChangeType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One committed change.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The resource it belongs to.
+    pub gr: GroupResource,
+    /// Its resourceVersion.
+    pub rv: u64,
+    /// What happened.
+    pub kind: ChangeType,
+    /// The object after (for DELETED: its last state, with the deletion's resourceVersion).
+    pub object: Arc<Value>,
+    /// The object before, for MODIFIED and DELETED.
+    pub old: Option<Arc<Value>>,
+}
+
+/// One resource's objects and history.
+pub struct Table {
+    /// Objects by (namespace, name).
+    pub objects: BTreeMap<(String, String), Arc<Value>>,
+    history: VecDeque<Arc<Change>>,
+    /// Watches from a resourceVersion below this are answered 410 Expired.
+    compacted_rv: u64,
+    tx: broadcast::Sender<Arc<Change>>,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            objects: BTreeMap::new(),
+            history: VecDeque::new(),
+            compacted_rv: 0,
+            tx: broadcast::channel(WATCH_BUFFER).0,
+        }
+    }
+
+    /// Objects of one namespace ("" for all).
+    pub fn in_namespace<'a>(&'a self, ns: &'a str) -> Entries<'a> {
+        if ns.is_empty() {
+            Box::new(self.objects.iter())
+        } else {
+            Box::new(
+                self.objects
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(move |((n, _), _)| n == ns),
+            )
+        }
+    }
+}
+
+/// Objects of a table, by (namespace, name).
+pub type Entries<'a> = Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a>;
+
+/// Tells list kinds for a type's objects.
+pub type Oracle = Box<dyn Fn(&[&str]) -> ListKind>;
+
+/// What a watch starts from: the history after its resourceVersion, and the live feed.
+pub type Subscription = (Vec<Arc<Change>>, broadcast::Receiver<Arc<Change>>);
+
+/// How many events a slow watcher may fall behind before its watch is closed.
+const WATCH_BUFFER: usize = 8192;
+
+/// A delayed action, run by the sandbox's timer task.
+#[derive(Debug, Clone)]
+pub enum Timer {
+    /// The kubelet finishes terminating a pod (its grace period is over).
+    FinishPodTermination {
+        /// Namespace.
+        ns: String,
+        /// Name.
+        name: String,
+        /// Which incarnation.
+        uid: String,
+        /// Real time to wait.
+        after: std::time::Duration,
+    },
+}
+
+/// Options of a write.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOpts {
+    /// `dryRun=All`: everything but the commit.
+    pub dry_run: bool,
+    /// Field manager for managedFields.
+    pub manager: String,
+    /// Version the client used (its objects come back with this apiVersion).
+    pub version: String,
+}
+
+/// Options of a delete.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOpts {
+    /// `Orphan`, `Background` or `Foreground`.
+    pub propagation: Option<String>,
+    /// Precondition on the uid.
+    pub uid: Option<String>,
+    /// Precondition on the resourceVersion.
+    pub resource_version: Option<String>,
+    /// Grace period (pods).
+    pub grace_period: Option<i64>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+}
+
+/// The whole cluster state.
+pub struct Store {
+    types: Vec<Arc<ResourceType>>,
+    /// Tables by (group, plural).
+    pub tables: HashMap<GroupResource, Table>,
+    rv: u64,
+    uids: HashMap<String, ObjKey>,
+    owners: HashMap<String, BTreeSet<ObjKey>>,
+    /// Non-terminated pods per node, for the sandbox scheduler.
+    pub pods_per_node: HashMap<String, usize>,
+    history_limit: usize,
+    /// Source of timestamps.
+    pub clock: Arc<dyn Clock>,
+    /// Grace periods are divided by this.
+    pub speed: f64,
+    /// ReplicaSet/DaemonSet pod re-creation and scheduling.
+    pub workload_controllers: bool,
+    timers: mpsc::UnboundedSender<Timer>,
+    queue: VecDeque<Arc<Change>>,
+    name_counter: u64,
+}
+
+/// Group and plural of pods, nodes and friends.
+pub fn gr(group: &str, plural: &str) -> GroupResource {
+    (group.to_string(), plural.to_string())
+}
+
+impl Store {
+    /// An empty cluster with the default namespaces.
+    pub fn new(
+        clock: Arc<dyn Clock>,
+        speed: f64,
+        workload_controllers: bool,
+        history_limit: usize,
+        timers: mpsc::UnboundedSender<Timer>,
+    ) -> Self {
+        let mut s = Store {
+            types: resources::builtins().into_iter().map(Arc::new).collect(),
+            tables: HashMap::new(),
+            rv: 1,
+            uids: HashMap::new(),
+            owners: HashMap::new(),
+            pods_per_node: HashMap::new(),
+            history_limit,
+            clock,
+            speed,
+            workload_controllers,
+            timers,
+            queue: VecDeque::new(),
+            name_counter: 0,
+        };
+        for t in s.types.clone() {
+            s.tables.entry(t.store_key()).or_insert_with(Table::new);
+        }
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+            let rt = s
+                .type_of("", "namespaces")
+                .expect("namespaces are built in");
+            let _ = s.create_raw(&rt, "", obj);
+        }
+        s
+    }
+
+    /// The current resourceVersion.
+    pub fn current_rv(&self) -> u64 {
+        self.rv
+    }
+
+    /// Every served type.
+    pub fn types(&self) -> &[Arc<ResourceType>] {
+        &self.types
+    }
+
+    /// The type serving (group, plural).
+    pub fn type_of(&self, group: &str, plural: &str) -> Option<Arc<ResourceType>> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.plural == plural)
+            .cloned()
+    }
+
+    /// The type of a kind in an apiVersion (for seeding and owner references).
+    pub fn type_of_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
+        let (group, version) = match api_version.split_once('/') {
+            Some((g, v)) => (g, v),
+            None => ("", api_version),
+        };
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.kind == kind && t.version(version).is_some())
+            .cloned()
+    }
+
+    /// Register (or replace) a type.
+    pub fn register_type(&mut self, rt: ResourceType) {
+        let key = rt.store_key();
+        self.types
+            .retain(|t| !(t.group == rt.group && t.plural == rt.plural));
+        self.types.push(Arc::new(rt));
+        self.tables.entry(key).or_insert_with(Table::new);
+    }
+
+    /// Stop serving a type (its CRD is gone) and drop its objects.
+    pub fn unregister_type(&mut self, group: &str, plural: &str) {
+        self.types
+            .retain(|t| !(t.group == group && t.plural == plural));
+        if let Some(t) = self.tables.remove(&gr(group, plural)) {
+            for obj in t.objects.values() {
+                if let Some(uid) = uid_of(obj) {
+                    self.uids.remove(uid);
+                }
+            }
+        }
+    }
+
+    /// The list kinds for a type's objects.
+    pub fn list_oracle(rt: &ResourceType, version: &str) -> Oracle {
+        match rt.version(version).and_then(|v| v.schema.clone()) {
+            Some(schema) if rt.custom => Box::new(move |p| patch::schema_list_kind(&schema, p)),
+            _ => Box::new(patch::builtin_list_kind),
+        }
+    }
+
+    /// Read one object.
+    pub fn get(&self, key: &GroupResource, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.tables
+            .get(key)?
+            .objects
+            .get(&(ns.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// The objects of a resource in a namespace ("" for all) matching selectors.
+    pub fn list(
+        &self,
+        key: &GroupResource,
+        ns: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Vec<Arc<Value>> {
+        let Some(t) = self.tables.get(key) else {
+            return vec![];
+        };
+        if let Some(name) = fields.exact_name()
+            && !ns.is_empty()
+        {
+            return t
+                .objects
+                .get(&(ns.to_string(), name.to_string()))
+                .filter(|o| labels.matches_object(o) && fields.matches(o))
+                .cloned()
+                .into_iter()
+                .collect();
+        }
+        t.in_namespace(ns)
+            .filter(|(_, o)| labels.matches_object(o) && fields.matches(o))
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Subscribe to a resource's changes after `rv` (`None`: from now). Returns the changes
+    /// already in the history and a receiver for the following ones.
+    pub fn subscribe(
+        &self,
+        key: &GroupResource,
+        rv: Option<u64>,
+    ) -> Result<Subscription, ApiError> {
+        let t = self
+            .tables
+            .get(key)
+            .ok_or_else(ApiError::no_such_resource)?;
+        let backlog = match rv {
+            None => vec![],
+            Some(rv) => {
+                if rv < t.compacted_rv {
+                    return Err(ApiError::expired(rv, t.compacted_rv));
+                }
+                t.history.iter().filter(|c| c.rv > rv).cloned().collect()
+            }
+        };
+        Ok((backlog, t.tx.subscribe()))
+    }
+
+    /// Forget all watch history: every watch resuming from an older resourceVersion gets 410.
+    pub fn expire_history(&mut self) {
+        let rv = self.rv;
+        for t in self.tables.values_mut() {
+            t.history.clear();
+            t.compacted_rv = rv;
+        }
+    }
+
+    fn next_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    /// Now, RFC 3339 with seconds (Kubernetes `Time`).
+    pub fn now(&self) -> String {
+        self.clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    /// Now, RFC 3339 with microseconds (Kubernetes `MicroTime`).
+    pub fn now_micro(&self) -> String {
+        self.clock
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    }
+
+    /// A random-looking 5-character suffix for generateName.
+    pub fn name_suffix(&mut self) -> String {
+        self.name_counter += 1;
+        let u = uuid::Uuid::new_v4().simple().to_string();
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        u.bytes()
+            .take(5)
+            .map(|b| ALPHABET[b as usize % ALPHABET.len()] as char)
+            .collect()
+    }
+
+    /// Queue a timer.
+    pub fn schedule(&self, t: Timer) {
+        let _ = self.timers.send(t);
+    }
+
+    /// Write (or remove, with `None`) one object, assign its resourceVersion, index it, record
+    /// and broadcast the change, and queue it for reactions.
+    pub fn commit(&mut self, key: &ObjKey, new: Option<Value>) -> Option<Arc<Value>> {
+        let rv = self.next_rv();
+        let table = self.tables.entry(key.gr.clone()).or_insert_with(Table::new);
+        let tk = (key.ns.clone(), key.name.clone());
+        let old = table.objects.get(&tk).cloned();
+        let (kind, object) = match new {
+            Some(mut v) => {
+                set_meta(&mut v, "resourceVersion", json!(rv.to_string()));
+                let v = Arc::new(v);
+                table.objects.insert(tk, v.clone());
+                (
+                    if old.is_some() {
+                        ChangeType::Modified
+                    } else {
+                        ChangeType::Added
+                    },
+                    v,
+                )
+            }
+            None => {
+                let o = table.objects.remove(&tk)?;
+                let mut last = (*o).clone();
+                set_meta(&mut last, "resourceVersion", json!(rv.to_string()));
+                (ChangeType::Deleted, Arc::new(last))
+            }
+        };
+        let change = Arc::new(Change {
+            gr: key.gr.clone(),
+            rv,
+            kind,
+            object: object.clone(),
+            old: old.clone(),
+        });
+        table.history.push_back(change.clone());
+        while table.history.len() > self.history_limit {
+            if let Some(c) = table.history.pop_front() {
+                table.compacted_rv = c.rv;
+            }
+        }
+        let _ = table.tx.send(change.clone());
+        self.index(
+            key,
+            old.as_deref(),
+            (kind != ChangeType::Deleted).then_some(&*object),
+        );
+        self.queue.push_back(change);
+        Some(object)
+    }
+
+    fn index(&mut self, key: &ObjKey, old: Option<&Value>, new: Option<&Value>) {
+        if let Some(o) = old {
+            if let Some(uid) = uid_of(o) {
+                self.uids.remove(uid);
+            }
+            for owner in owner_uids(o) {
+                if let Some(set) = self.owners.get_mut(&owner) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.owners.remove(&owner);
+                    }
+                }
+            }
+        }
+        if let Some(n) = new {
+            if let Some(uid) = uid_of(n) {
+                self.uids.insert(uid.to_string(), key.clone());
+            }
+            for owner in owner_uids(n) {
+                self.owners.entry(owner).or_default().insert(key.clone());
+            }
+        }
+        if key.gr.0.is_empty() && key.gr.1 == "pods" {
+            let counted = |v: &Value| {
+                let node = v.pointer("/spec/nodeName").and_then(Value::as_str)?;
+                (v.pointer("/metadata/deletionTimestamp").is_none()).then(|| node.to_string())
+            };
+            if let Some(n) = old.and_then(counted)
+                && let Some(c) = self.pods_per_node.get_mut(&n)
+            {
+                *c = c.saturating_sub(1);
+            }
+            if let Some(n) = new.and_then(counted) {
+                *self.pods_per_node.entry(n).or_default() += 1;
+            }
+        }
+    }
+
+    /// Does an object with this uid exist?
+    pub fn uid_exists(&self, uid: &str) -> bool {
+        self.uids.contains_key(uid)
+    }
+
+    /// The objects that name this uid as an owner.
+    pub fn dependents(&self, uid: &str) -> Vec<ObjKey> {
+        self.owners
+            .get(uid)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Take the next change waiting for reactions.
+    pub fn next_change(&mut self) -> Option<Arc<Change>> {
+        self.queue.pop_front()
+    }
+
+    /// Create without admission or validation (seeding, internal controllers). Fills the
+    /// system metadata.
+    pub fn create_raw(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+    ) -> Result<Arc<Value>, ApiError> {
+        self.prepare_create(rt, ns, &mut obj)?;
+        let key = self.key_of(rt, ns, &obj);
+        if self.get(&key.gr, ns, &key.name).is_some() {
+            return Err(ApiError::already_exists(rt, &key.name));
+        }
+        let out = self.commit(&key, Some(obj)).expect("a write commits");
+        self.react();
+        Ok(out)
+    }
+
+    /// The key an object of a type would be stored under.
+    pub fn key_of(&self, rt: &ResourceType, ns: &str, obj: &Value) -> ObjKey {
+        ObjKey {
+            gr: rt.store_key(),
+            ns: if rt.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name: name_of(obj).to_string(),
+        }
+    }
+
+    /// Fill name (from generateName), namespace, uid, creationTimestamp and generation.
+    pub fn prepare_create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body is not a JSON object",
+            ));
+        }
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        if name_of(obj).is_empty() {
+            let gen_name = obj
+                .pointer("/metadata/generateName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if gen_name.is_empty() {
+                return Err(ApiError::invalid(
+                    rt,
+                    "",
+                    vec![Cause {
+                        reason: "FieldValueRequired".into(),
+                        message: "Required value: name or generateName is required".into(),
+                        field: "metadata.name".into(),
+                    }],
+                ));
+            }
+            let suffix = self.name_suffix();
+            set_meta(obj, "name", json!(format!("{gen_name}{suffix}")));
+        }
+        let name = name_of(obj).to_string();
+        if let Some(problem) = invalid_name(&name) {
+            return Err(ApiError::invalid(
+                rt,
+                &name,
+                vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!("Invalid value: \"{name}\": {problem}"),
+                    field: "metadata.name".into(),
+                }],
+            ));
+        }
+        if rt.namespaced {
+            if ns.is_empty() {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            set_meta(obj, "namespace", json!(ns));
+        } else if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("namespace");
+        }
+        set_meta(obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
+        set_meta(obj, "creationTimestamp", json!(self.now()));
+        set_meta(obj, "generation", json!(1));
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("deletionTimestamp");
+            m.remove("deletionGracePeriodSeconds");
+            m.remove("resourceVersion");
+            m.remove("selfLink");
+        }
+        obj["apiVersion"] = json!(rt.api_version(rt.preferred_version()));
+        obj["kind"] = json!(rt.kind);
+        Ok(())
+    }
+
+    /// Create an object the way the API does (admission and validation included).
+    pub fn create(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOpts,
+    ) -> Result<Arc<Value>, ApiError> {
+        if rt.namespaced
+            && let Some(body_ns) = obj.pointer("/metadata/namespace").and_then(Value::as_str)
+            && !body_ns.is_empty()
+            && body_ns != ns
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        if rt.namespaced && self.get(&gr("", "namespaces"), "", ns).is_none() {
+            let ns_rt = self.type_of("", "namespaces").expect("built in");
+            return Err(ApiError::not_found(&ns_rt, ns));
+        }
+        self.prepare_create(rt, ns, &mut obj)?;
+        let key = self.key_of(rt, ns, &obj);
+        if self.get(&key.gr, &key.ns, &key.name).is_some() {
+            return Err(ApiError::already_exists(rt, &key.name));
+        }
+        self.admit_create(rt, &mut obj)?;
+        self.validate(rt, &opts.version, &mut obj, None)?;
+        let lists = Self::list_oracle(rt, &opts.version);
+        let now = self.now();
+        let ctx = WriteContext {
+            manager: &opts.manager,
+            scope: Scope::Main {
+                has_status: rt.status_subresource,
+            },
+            api_version: &rt.api_version(&opts.version),
+            time: &now,
+        };
+        if obj.pointer("/metadata/managedFields").is_none() {
+            patch::record_update(None, &mut obj, &ctx, &lists);
+        }
+        if opts.dry_run {
+            return Ok(Arc::new(obj));
+        }
+        let out = self.commit(&key, Some(obj)).expect("a write commits");
+        self.react();
+        Ok(out)
+    }
+
+    /// Replace an object (PUT, or the result of a patch). `scope` says whether this is the main
+    /// resource or its status. `managed` tells whether managedFields were already computed
+    /// (server-side apply).
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        mut new: Value,
+        scope: Scope,
+        opts: &WriteOpts,
+        managed: bool,
+    ) -> Result<Arc<Value>, ApiError> {
+        let key = ObjKey {
+            gr: rt.store_key(),
+            ns: if rt.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        };
+        let old = self
+            .get(&key.gr, &key.ns, name)
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if !new.is_object() {
+            return Err(ApiError::bad_request(
+                "the request body is not a JSON object",
+            ));
+        }
+        let body_name = name_of(&new);
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        if let Some(rv) = new
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .filter(|rv| !rv.is_empty())
+            && Some(rv)
+                != old
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(Value::as_str)
+        {
+            return Err(ApiError::conflict(rt, name));
+        }
+        // Apply the scope: the main resource ignores status, /status ignores everything else.
+        match scope {
+            Scope::Status => {
+                let status = new.get("status").cloned();
+                let mut merged = (*old).clone();
+                match status {
+                    Some(s) => merged["status"] = s,
+                    None => {
+                        if let Some(m) = merged.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+                if managed {
+                    let mf = new.pointer("/metadata/managedFields").cloned();
+                    if let Some(mf) = mf {
+                        set_meta(&mut merged, "managedFields", mf);
+                    }
+                }
+                new = merged;
+            }
+            Scope::Main { has_status } => {
+                if has_status {
+                    match old.get("status") {
+                        Some(s) => new["status"] = s.clone(),
+                        None => {
+                            if let Some(m) = new.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // System metadata is the server's.
+        if !new.get("metadata").is_some_and(Value::is_object) {
+            new["metadata"] = json!({});
+        }
+        for f in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "resourceVersion",
+        ] {
+            match old.pointer(&format!("/metadata/{f}")) {
+                Some(v) => set_meta(&mut new, f, v.clone()),
+                None => {
+                    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove(f);
+                    }
+                }
+            }
+        }
+        new["apiVersion"] = old.get("apiVersion").cloned().unwrap_or(Value::Null);
+        new["kind"] = old.get("kind").cloned().unwrap_or(Value::Null);
+        if !managed && let Some(mf) = old.pointer("/metadata/managedFields") {
+            set_meta(&mut new, "managedFields", mf.clone());
+        }
+        if matches!(scope, Scope::Main { .. }) {
+            self.validate(rt, &opts.version, &mut new, Some(&old))?;
+        } else {
+            self.validate_status(rt, &opts.version, &mut new, &old)?;
+        }
+        if spec_changed(&old, &new, rt.status_subresource) {
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            set_meta(&mut new, "generation", json!(g + 1));
+        }
+        if without_managed(&new) == without_managed(&old) {
+            return Ok(old);
+        }
+        if !managed {
+            let lists = Self::list_oracle(rt, &opts.version);
+            let now = self.now();
+            let ctx = WriteContext {
+                manager: &opts.manager,
+                scope,
+                api_version: &rt.api_version(&opts.version),
+                time: &now,
+            };
+            patch::record_update(Some(&old), &mut new, &ctx, &lists);
+        }
+        if opts.dry_run {
+            return Ok(Arc::new(new));
+        }
+        let finished = new.pointer("/metadata/deletionTimestamp").is_some()
+            && finalizers(&new).is_empty()
+            && !is_terminating_pod(rt, &new);
+        let out = if finished {
+            self.commit(&key, None)
+        } else {
+            self.commit(&key, Some(new))
+        }
+        .expect("a write commits");
+        self.react();
+        Ok(out)
+    }
+
+    /// Delete an object, honouring finalizers, grace periods, propagation and preconditions.
+    pub fn delete(
+        &mut self,
+        rt: &ResourceType,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOpts,
+    ) -> Result<Arc<Value>, ApiError> {
+        let key = ObjKey {
+            gr: rt.store_key(),
+            ns: if rt.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        };
+        let old = self
+            .get(&key.gr, &key.ns, name)
+            .ok_or_else(|| ApiError::not_found(rt, name))?;
+        if let Some(uid) = &opts.uid {
+            let actual = uid_of(&old).unwrap_or_default();
+            if uid != actual {
+                return Err(ApiError::conflict_with(
+                    rt,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+        if let Some(rv) = &opts.resource_version {
+            let actual = old
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            if rv != actual {
+                return Err(ApiError::conflict_with(
+                    rt,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                    ),
+                ));
+            }
+        }
+        if opts.dry_run {
+            return Ok(old);
+        }
+        let out = self.delete_key(rt, &key, &old, opts);
+        self.react();
+        Ok(out)
+    }
+
+    /// The deletion itself (no preconditions); used by the API and by garbage collection.
+    pub fn delete_key(
+        &mut self,
+        rt: &ResourceType,
+        key: &ObjKey,
+        old: &Arc<Value>,
+        opts: &DeleteOpts,
+    ) -> Arc<Value> {
+        let mut obj = (**old).clone();
+        let now = self.now();
+        let propagation = opts.propagation.as_deref().unwrap_or("Background");
+        if propagation == "Orphan"
+            && let Some(uid) = uid_of(old).map(str::to_string)
+        {
+            self.orphan_dependents(&uid);
+        }
+        // Pods on a node terminate gracefully: the kubelet removes them later.
+        if rt.group.is_empty() && rt.plural == "pods" {
+            let grace = opts.grace_period.unwrap_or_else(|| {
+                old.pointer("/spec/terminationGracePeriodSeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(30)
+            });
+            let on_node = old
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            let terminal = matches!(
+                old.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
+            if on_node && !terminal && grace > 0 {
+                let already = old
+                    .pointer("/metadata/deletionGracePeriodSeconds")
+                    .and_then(Value::as_i64);
+                if already.is_some_and(|a| a <= grace) {
+                    return old.clone();
+                }
+                let at = self.clock.now() + chrono::Duration::seconds(grace);
+                set_meta(
+                    &mut obj,
+                    "deletionTimestamp",
+                    json!(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                );
+                set_meta(&mut obj, "deletionGracePeriodSeconds", json!(grace));
+                let out = self.commit(key, Some(obj)).expect("a write commits");
+                self.schedule(Timer::FinishPodTermination {
+                    ns: key.ns.clone(),
+                    name: key.name.clone(),
+                    uid: uid_of(old).unwrap_or_default().to_string(),
+                    after: std::time::Duration::from_secs_f64(grace as f64 / self.speed),
+                });
+                return out;
+            }
+        }
+        let mut fins = finalizers(&obj);
+        if propagation == "Foreground"
+            && !self.dependents(uid_of(old).unwrap_or_default()).is_empty()
+            && !fins.iter().any(|f| f == "foregroundDeletion")
+        {
+            fins.push("foregroundDeletion".into());
+            set_meta(&mut obj, "finalizers", json!(fins));
+        }
+        if !fins.is_empty() {
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                set_meta(&mut obj, "deletionTimestamp", json!(now));
+                set_meta(&mut obj, "deletionGracePeriodSeconds", json!(0));
+            } else if **old == obj {
+                return old.clone();
+            }
+            return self.commit(key, Some(obj)).expect("a write commits");
+        }
+        self.commit(key, None).unwrap_or_else(|| old.clone())
+    }
+
+    fn orphan_dependents(&mut self, uid: &str) {
+        for dep in self.dependents(uid) {
+            if let Some(d) = self.get(&dep.gr, &dep.ns, &dep.name) {
+                let mut d = (*d).clone();
+                if let Some(refs) = d
+                    .pointer_mut("/metadata/ownerReferences")
+                    .and_then(Value::as_array_mut)
+                {
+                    refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(uid));
+                }
+                self.commit(&dep, Some(d));
+            }
+        }
+    }
+
+    /// Admission for creates: pod and node defaults a kubelet would fill.
+    fn admit_create(&mut self, rt: &ResourceType, obj: &mut Value) -> Result<(), ApiError> {
+        if rt.custom {
+            // The status subresource: a create ignores status.
+            if rt.status_subresource
+                && let Some(m) = obj.as_object_mut()
+            {
+                m.remove("status");
+            }
+            return Ok(());
+        }
+        match (rt.group.as_str(), rt.plural.as_str()) {
+            ("", "pods") if obj.pointer("/status/phase").is_none() => {
+                let node = obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                if node.is_empty()
+                    && self.workload_controllers
+                    && let Some(n) = self.pick_node(obj, None)
+                {
+                    obj["spec"]["nodeName"] = json!(n);
+                }
+                let node = obj
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                obj["status"] = if node.is_empty() {
+                    json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]})
+                } else {
+                    running_status(&self.now())
+                };
+            }
+            ("", "nodes")
+                if obj
+                    .get("status")
+                    .is_none_or(|s| s.get("conditions").is_none()) =>
+            {
+                let status = node_status(&self.now());
+                obj["status"] = status;
+            }
+            ("", "namespaces") => {
+                obj["status"] = json!({"phase": "Active"});
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Validation of custom resources against their CRD (schema and CEL).
+    fn validate(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        if !rt.custom {
+            return Ok(());
+        }
+        let Some(schema) = rt
+            .version(version)
+            .or_else(|| rt.versions.first())
+            .and_then(|v| v.schema.as_ref())
+        else {
+            return Ok(());
+        };
+        let causes = super::schema::validate_object(schema, obj, old);
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(rt, name_of(obj), causes))
+        }
+    }
+
+    fn validate_status(
+        &self,
+        rt: &ResourceType,
+        version: &str,
+        obj: &mut Value,
+        old: &Value,
+    ) -> Result<(), ApiError> {
+        self.validate(rt, version, obj, Some(old))
+    }
+
+    /// The schedulable node with the fewest pods, other than `avoid`.
+    pub fn pick_node(&self, pod: &Value, avoid: Option<&str>) -> Option<String> {
+        let nodes = self.tables.get(&gr("", "nodes"))?;
+        nodes
+            .objects
+            .values()
+            .filter(|n| Some(name_of(n)) != avoid && node_schedulable_for(n, pod))
+            .min_by_key(|n| {
+                (
+                    self.pods_per_node.get(name_of(n)).copied().unwrap_or(0),
+                    name_of(n).to_string(),
+                )
+            })
+            .map(|n| name_of(n).to_string())
+    }
+}
+
+/// A node takes new pods: Ready, not cordoned, and no NoSchedule/NoExecute taint the pod does
+/// not tolerate.
+pub fn node_schedulable_for(node: &Value, pod: &Value) -> bool {
+    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
+        return false;
+    }
+    if !node_ready(node) || node.pointer("/metadata/deletionTimestamp").is_some() {
+        return false;
+    }
+    let tolerations = pod.pointer("/spec/tolerations").and_then(Value::as_array);
+    node.pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .map(|taints| {
+            taints.iter().all(|t| {
+                let effect = t.get("effect").and_then(Value::as_str).unwrap_or_default();
+                if effect == "PreferNoSchedule" {
+                    return true;
+                }
+                tolerations.is_some_and(|ts| ts.iter().any(|tol| tolerates(tol, t)))
+            })
+        })
+        .unwrap_or(true)
+}
+
+fn tolerates(tol: &Value, taint: &Value) -> bool {
+    let s = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let effect_ok = s(tol, "effect").is_empty() || s(tol, "effect") == s(taint, "effect");
+    let key_ok = s(tol, "key").is_empty() || s(tol, "key") == s(taint, "key");
+    let value_ok = s(tol, "operator") == "Exists" || s(tol, "value") == s(taint, "value");
+    effect_ok && key_ok && value_ok
+}
+
+/// Is a node's Ready condition True?
+pub fn node_ready(node: &Value) -> bool {
+    node.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.get("type").and_then(Value::as_str) == Some("Ready")
+                    && c.get("status").and_then(Value::as_str) == Some("True")
+            })
+        })
+}
+
+/// The status a kubelet reports for a running, Ready pod.
+pub fn running_status(now: &str) -> Value {
+    let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
+    json!({"phase": "Running", "startTime": now, "podIP": "10.0.0.1",
+        "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")]})
+}
+
+/// The status a kubelet reports for a healthy node.
+pub fn node_status(now: &str) -> Value {
+    let cond = |t: &str, status: &str, reason: &str, msg: &str| {
+        json!({"type": t, "status": status, "reason": reason, "message": msg,
+            "lastHeartbeatTime": now, "lastTransitionTime": now})
+    };
+    json!({
+        "conditions": [
+            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ],
+        "nodeInfo": {"bootID": uuid::Uuid::new_v4().to_string(), "kubeletVersion": "v1.32.0",
+            "kubeProxyVersion": "v1.32.0", "operatingSystem": "linux", "architecture": "amd64",
+            "osImage": "nmo sandbox", "kernelVersion": "6.1.0", "containerRuntimeVersion": "containerd://1.7.0",
+            "machineID": "", "systemUUID": ""},
+        "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+        "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
+        "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
+    })
+}
+
+/// `metadata.name`, or "".
+pub fn name_of(v: &Value) -> &str {
+    v.pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// `metadata.namespace`, or "".
+pub fn namespace_of(v: &Value) -> &str {
+    v.pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// `metadata.uid`.
+pub fn uid_of(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/uid").and_then(Value::as_str)
+}
+
+/// The uids of an object's owners.
+pub fn owner_uids(v: &Value) -> Vec<String> {
+    v.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `metadata.finalizers`.
+pub fn finalizers(v: &Value) -> Vec<String> {
+    v.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Set one metadata field.
+pub fn set_meta(v: &mut Value, field: &str, value: Value) {
+    if !v.get("metadata").is_some_and(Value::is_object) {
+        v["metadata"] = Value::Object(Map::new());
+    }
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert(field.to_string(), value);
+    }
+}
+
+fn is_terminating_pod(rt: &ResourceType, v: &Value) -> bool {
+    // A pod with a grace period is removed by the kubelet, not by the last finalizer going.
+    rt.group.is_empty()
+        && rt.plural == "pods"
+        && v.pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            > 0
+}
+
+fn spec_changed(old: &Value, new: &Value, status_subresource: bool) -> bool {
+    let skip = |k: &str| {
+        matches!(k, "metadata" | "apiVersion" | "kind") || (status_subresource && k == "status")
+    };
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object()) else {
+        return old != new;
+    };
+    o.iter()
+        .filter(|(k, _)| !skip(k))
+        .any(|(k, v)| n.get(k) != Some(v))
+        || n.iter()
+            .filter(|(k, _)| !skip(k))
+            .any(|(k, _)| !o.contains_key(k))
+}
+
+fn without_managed(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
+    v
+}
+
+/// Why a name is not a valid DNS subdomain, if it is not.
+pub fn invalid_name(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    (!ok).then(|| "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn store() -> Store {
+        let (tx, _rx) = mpsc::unbounded_channel();
+        Store::new(Arc::new(SystemClock), 1.0, false, 100, tx)
+    }
+
+    #[test]
+    fn generation_moves_only_when_spec_changes() {
+        let mut s = store();
+        let rt = s.type_of("apps", "deployments").unwrap();
+        let opts = WriteOpts {
+            manager: "t".into(),
+            version: "v1".into(),
+            ..Default::default()
+        };
+        let d = s
+            .create(
+                &rt,
+                "default",
+                json!({"metadata": {"name": "d"}, "spec": {"replicas": 1}}),
+                &opts,
+            )
+            .unwrap();
+        assert_eq!(d["metadata"]["generation"], json!(1));
+        let mut l = (*d).clone();
+        l["metadata"]["labels"] = json!({"a": "b"});
+        let d = s
+            .update(
+                &rt,
+                "default",
+                "d",
+                l,
+                Scope::Main { has_status: true },
+                &opts,
+                false,
+            )
+            .unwrap();
+        assert_eq!(d["metadata"]["generation"], json!(1));
+        let mut sp = (*d).clone();
+        sp["spec"]["replicas"] = json!(2);
+        let d2 = s
+            .update(
+                &rt,
+                "default",
+                "d",
+                sp,
+                Scope::Main { has_status: true },
+                &opts,
+                false,
+            )
+            .unwrap();
+        assert_eq!(d2["metadata"]["generation"], json!(2));
+        // A stale resourceVersion conflicts.
+        let mut stale = (*d).clone();
+        stale["spec"]["replicas"] = json!(3);
+        assert_eq!(
+            s.update(
+                &rt,
+                "default",
+                "d",
+                stale,
+                Scope::Main { has_status: true },
+                &opts,
+                false
+            )
+            .unwrap_err()
+            .code,
+            409
+        );
+    }
+
+    #[test]
+    fn the_history_is_bounded_and_old_watches_expire() {
+        let mut s = store();
+        let rt = s.type_of("coordination.k8s.io", "leases").unwrap();
+        let opts = WriteOpts {
+            manager: "t".into(),
+            version: "v1".into(),
+            ..Default::default()
+        };
+        let first = s.current_rv();
+        for i in 0..150 {
+            s.create(
+                &rt,
+                "default",
+                json!({"metadata": {"name": format!("l{i}")}}),
+                &opts,
+            )
+            .unwrap();
+        }
+        let key = rt.store_key();
+        assert_eq!(s.subscribe(&key, Some(first)).unwrap_err().code, 410);
+        let (backlog, _) = s.subscribe(&key, Some(s.current_rv() - 10)).unwrap();
+        assert_eq!(backlog.len(), 10);
+        s.expire_history();
+        assert_eq!(
+            s.subscribe(&key, Some(s.current_rv() - 1))
+                .unwrap_err()
+                .code,
+            410
+        );
+    }
+
+    #[test]
+    fn names_must_be_dns_subdomains() {
+        assert!(invalid_name("worker-1.example").is_none());
+        assert!(invalid_name("Worker").is_some());
+        assert!(invalid_name("-a").is_some());
+        assert!(invalid_name("").is_some());
+    }
+}
