@@ -53,8 +53,3 @@ pub fn main() -> ExitCode {
         }
     }
 }
-
-/// An error for a command a later issue fills in.
-pub(crate) fn not_built_yet(command: &str) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`nmo {command}` is not built yet in this version of nmo")
-}

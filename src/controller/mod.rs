@@ -1,3 +1,224 @@
-//! The kube-runtime controllers.
+//! The kube-runtime controllers and how to run them.
+//!
+//! - [`node_maintenance`]: the NodeMaintenance reconciler (cordon, lease, drain, release).
+//! - [`maintenance_window`]: the MaintenanceWindow reconciler (rolling maintenance in windows).
+//! - [`lease`]: the medik8s node lease; [`node`]: the node marks of maintenance.
+//! - [`quorum`]: the control-plane quorum rule (pure), used by admission.
+//!
+//! [`run_all`] runs every controller until a shutdown signal; [`start`] runs them on the
+//! current tokio runtime and returns a [`ControllerHandle`] that tests and `nmo simulate` can
+//! stop gracefully or kill.
 
+pub mod lease;
 pub mod maintenance_window;
+pub mod node;
+pub mod node_maintenance;
+pub mod quorum;
+
+pub use maintenance_window::{WindowConfig, WindowStats};
+pub use node_maintenance::{NodeMaintenanceConfig, ReconcileStats};
+
+use crate::clock::Clock;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The API clients the controllers use.
+///
+/// kube's default client retries 429 answers by itself, with backoff, for minutes. For an
+/// eviction a 429 means "a PodDisruptionBudget says no", which the drain must see at once to
+/// report it and pace its own retries, so evictions go through a client built without that
+/// retry. [`Clients::from_config`] builds both; [`Clients::shared`] uses one client for all
+/// (correct, but a refused eviction is then only reported once kube has given up retrying).
+#[derive(Clone)]
+pub struct Clients {
+    /// Everything but evictions.
+    pub api: kube::Client,
+    /// Evictions.
+    pub evictions: kube::Client,
+}
+
+impl Clients {
+    /// Build both clients from one configuration.
+    pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
+        let api = kube::Client::try_from(config.clone())?;
+        let mut no_retry = config;
+        no_retry.default_retry = false;
+        let evictions = kube::Client::try_from(no_retry)?;
+        Ok(Clients { api, evictions })
+    }
+
+    /// Use one client for everything.
+    pub fn shared(client: kube::Client) -> Self {
+        Clients {
+            api: client.clone(),
+            evictions: client,
+        }
+    }
+}
+
+impl From<kube::Client> for Clients {
+    fn from(client: kube::Client) -> Self {
+        Clients::shared(client)
+    }
+}
+
+/// Configuration of all controllers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ControllerConfig {
+    /// The NodeMaintenance controller.
+    pub node_maintenance: NodeMaintenanceConfig,
+    /// The MaintenanceWindow controller.
+    pub maintenance_window: WindowConfig,
+}
+
+impl ControllerConfig {
+    /// A configuration with a shorter node lease (tests prove renewal with it).
+    pub fn with_lease_duration(mut self, duration: Duration) -> Self {
+        self.node_maintenance.lease_duration = duration;
+        self
+    }
+}
+
+/// What the running controllers share with whoever started them.
+#[derive(Clone)]
+pub struct Running {
+    /// NodeMaintenance reconcile counts.
+    pub node_maintenance: Arc<ReconcileStats>,
+    /// MaintenanceWindow reconcile and write counts.
+    pub maintenance_window: Arc<WindowStats>,
+    drains: Arc<node_maintenance::Drains>,
+}
+
+impl Running {
+    /// How many drains are in progress.
+    pub fn active_drains(&self) -> usize {
+        self.drains.len()
+    }
+}
+
+fn shared() -> (node_maintenance::Shared, Running) {
+    let stats = Arc::new(ReconcileStats::default());
+    let drains = Arc::new(node_maintenance::Drains::default());
+    (
+        node_maintenance::Shared {
+            stats: stats.clone(),
+            drains: drains.clone(),
+        },
+        Running {
+            node_maintenance: stats,
+            maintenance_window: Arc::new(WindowStats::default()),
+            drains,
+        },
+    )
+}
+
+/// Run every controller until `shutdown` resolves, then wait for in-flight reconciles.
+pub async fn run_all(
+    clients: impl Into<Clients>,
+    clock: Arc<dyn Clock>,
+    config: ControllerConfig,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (shared, running) = shared();
+    run_with(
+        clients.into(),
+        clock,
+        config,
+        shared,
+        running.maintenance_window,
+        shutdown,
+    )
+    .await;
+}
+
+async fn run_with(
+    clients: Clients,
+    clock: Arc<dyn Clock>,
+    config: ControllerConfig,
+    shared: node_maintenance::Shared,
+    window_stats: Arc<WindowStats>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    use futures::FutureExt;
+    let boxed: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(shutdown);
+    let shutdown = boxed.shared();
+    let node_maintenance = node_maintenance::run(
+        clients.api.clone(),
+        clients.evictions,
+        clock.clone(),
+        config.node_maintenance,
+        shared,
+        shutdown.clone(),
+    );
+    let maintenance_window = maintenance_window::run(
+        clients.api,
+        clock,
+        config.maintenance_window,
+        window_stats,
+        shutdown,
+    );
+    futures::join!(node_maintenance, maintenance_window);
+}
+
+/// Controllers running in the background, started by [`start`].
+pub struct ControllerHandle {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    running: Running,
+}
+
+impl ControllerHandle {
+    /// Counters and state of the running controllers.
+    pub fn running(&self) -> &Running {
+        &self.running
+    }
+
+    /// NodeMaintenance reconcile counts.
+    pub fn stats(&self) -> Arc<ReconcileStats> {
+        self.running.node_maintenance.clone()
+    }
+
+    /// Stop gracefully: no new reconciles, wait for the running ones, stop the drains.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.running.drains.cancel_all();
+    }
+
+    /// Stop at once, as a crash would: the controller task and every drain are aborted
+    /// wherever they are.
+    pub fn kill(self) {
+        self.task.abort();
+        self.running.drains.cancel_all();
+    }
+}
+
+/// Start every controller on the current tokio runtime.
+pub fn start(
+    clients: impl Into<Clients>,
+    clock: Arc<dyn Clock>,
+    config: ControllerConfig,
+) -> ControllerHandle {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (shared, running) = shared();
+    let clients = clients.into();
+    let window_stats = running.maintenance_window.clone();
+    let task = tokio::spawn(run_with(
+        clients,
+        clock,
+        config,
+        shared,
+        window_stats,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    ControllerHandle {
+        stop: Some(stop),
+        task,
+        running,
+    }
+}
