@@ -95,9 +95,21 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Apply an RFC 6902 JSON patch (with `test`). The error is worded for a 422 answer.
+///
+/// As in kube-apiserver (evanphx/json-patch), a `test` of a missing path against `null`
+/// succeeds: kube-rs's finalizer helper sends exactly that when an object has no finalizers.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
+    let mut ops = patch.clone();
+    if let Some(list) = ops.as_array_mut() {
+        list.retain(|op| {
+            let is_null_test = op.get("op").and_then(Value::as_str) == Some("test")
+                && op.get("value").is_some_and(Value::is_null);
+            let path = op.get("path").and_then(Value::as_str).unwrap_or("");
+            !(is_null_test && target.pointer(path).is_none_or(Value::is_null))
+        });
+    }
     let p: json_patch::Patch =
-        serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
+        serde_json::from_value(ops).map_err(|e| format!("invalid JSON patch: {e}"))?;
     json_patch::patch(target, &p).map_err(|e| e.to_string())
 }
 
@@ -896,6 +908,15 @@ mod tests {
             strategic_merge(&pod, &replace, &builtin_list_kind).unwrap()["spec"],
             json!({"containers": []})
         );
+    }
+
+    #[test]
+    fn json_patch_test_of_a_missing_path_against_null_succeeds() {
+        let mut obj = json!({"metadata": {"name": "x"}});
+        let ops = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
+        json_patch(&mut obj, &ops).unwrap();
+        assert_eq!(obj["metadata"]["finalizers"], json!(["f"]));
     }
 
     #[test]

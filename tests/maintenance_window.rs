@@ -1,0 +1,795 @@
+//! MaintenanceWindow end to end: the sandbox API server, both real controllers in-process on a
+//! virtual clock, and kube-rs (plus kubectl where a user would type it).
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use nmo::api::{MaintenanceWindow, NodeMaintenance, WINDOW_LABEL};
+use nmo::clock::{Clock, VirtualClock};
+use nmo::controller::{ControllerConfig, ControllerHandle};
+use nmo::sandbox::{NewPod, Sandbox};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+/// Virtual seconds per real second: 10 virtual minutes pass in one real second.
+const SPEED: f64 = 600.0;
+
+struct Env {
+    sandbox: Sandbox,
+    client: Client,
+    clock: VirtualClock,
+    controllers: Option<ControllerHandle>,
+    log: Arc<Mutex<Log>>,
+}
+
+/// What a watcher saw, in order, stamped with the virtual clock.
+#[derive(Default, Debug)]
+struct Log {
+    /// (virtual time, NodeMaintenance name, node) of each creation seen.
+    created: Vec<(DateTime<Utc>, String, String)>,
+    /// Names of window-owned NodeMaintenances that exist now.
+    live: BTreeSet<String>,
+    /// Most window-owned NodeMaintenances seen at once.
+    max_live: usize,
+    /// Most selected nodes seen unschedulable or NotReady at once.
+    max_unavailable: usize,
+    unavailable: BTreeSet<String>,
+}
+
+fn at(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 1, h, m, 0).unwrap()
+}
+
+impl Env {
+    /// A sandbox with `workers` worker nodes (`worker-01`…), each with two ReplicaSet pods and a
+    /// DaemonSet pod, the clock at `start`, and both controllers running.
+    async fn new(start: DateTime<Utc>, workers: usize) -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let clock = VirtualClock::new(start, SPEED);
+        let sandbox = Sandbox::builder()
+            .speed(SPEED)
+            .clock(Arc::new(clock.clone()))
+            .start()
+            .await
+            .expect("sandbox starts");
+        sandbox.install_crds().unwrap();
+        for i in 1..=workers {
+            let node = format!("worker-{i:02}");
+            sandbox
+                .add_node(&node, &[("node-role.kubernetes.io/worker", "")])
+                .unwrap();
+            for p in 0..2 {
+                sandbox
+                    .create_pod(
+                        NewPod::new(&format!("app-{i:02}-{p}"))
+                            .on_node(&node)
+                            .replica_set("app")
+                            .grace_period(5),
+                    )
+                    .unwrap();
+            }
+            sandbox
+                .create_pod(
+                    NewPod::new(&format!("agent-{i:02}"))
+                        .namespace("kube-system")
+                        .on_node(&node)
+                        .daemon_set("agent"),
+                )
+                .unwrap();
+        }
+        let client = sandbox.client().unwrap();
+        let log = Arc::new(Mutex::new(Log::default()));
+        spawn_observer(client.clone(), clock.clone(), log.clone());
+        let controllers = nmo::controller::start(
+            client.clone(),
+            Arc::new(clock.clone()),
+            ControllerConfig::default(),
+        );
+        Env {
+            sandbox,
+            client,
+            clock,
+            controllers: Some(controllers),
+            log,
+        }
+    }
+
+    fn windows(&self) -> Api<MaintenanceWindow> {
+        Api::all(self.client.clone())
+    }
+    fn maintenances(&self) -> Api<NodeMaintenance> {
+        Api::all(self.client.clone())
+    }
+    fn nodes(&self) -> Api<Node> {
+        Api::all(self.client.clone())
+    }
+
+    async fn apply_window(&self, yaml: &str) -> MaintenanceWindow {
+        let window: MaintenanceWindow = serde_yaml::from_str(yaml).unwrap();
+        self.windows()
+            .create(&PostParams::default(), &window)
+            .await
+            .unwrap()
+    }
+
+    async fn window(&self, name: &str) -> MaintenanceWindow {
+        self.windows().get(name).await.unwrap()
+    }
+
+    /// Wait (real time) until `check` returns Some.
+    async fn wait<T, F, Fut>(&self, what: &str, real_secs: u64, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + StdDuration::from_secs(real_secs);
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let status = self
+                    .windows()
+                    .list(&Default::default())
+                    .await
+                    .map(|l| {
+                        l.items
+                            .iter()
+                            .map(|w| serde_json::to_string(&w.status).unwrap())
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default();
+                panic!(
+                    "timed out waiting for {what} (virtual now {}); windows: {status:?}; log: {:?}",
+                    self.clock.now(),
+                    self.log.lock().unwrap()
+                );
+            }
+            tokio::time::sleep(StdDuration::from_millis(20)).await;
+        }
+    }
+
+    async fn round_completed(&self, name: &str, number: i64) -> MaintenanceWindow {
+        let windows = self.windows();
+        self.wait(&format!("round {number} of {name} to complete"), 60, || {
+            let windows = windows.clone();
+            async move {
+                let w = windows.get(name).await.ok()?;
+                let round = w.status.as_ref()?.round.as_ref()?;
+                (round.number == number && round.finished.is_some()).then_some(w)
+            }
+        })
+        .await
+    }
+
+    fn created_nodes(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .created
+            .iter()
+            .map(|(_, _, node)| node.clone())
+            .collect()
+    }
+
+    async fn node_is_restored(&self, name: &str) -> bool {
+        let Ok(node) = self.nodes().get(name).await else {
+            return false;
+        };
+        let spec = node.spec.clone().unwrap_or_default();
+        !spec.unschedulable.unwrap_or(false)
+            && spec.taints.unwrap_or_default().is_empty()
+            && !node
+                .labels()
+                .contains_key("remediation.medik8s.io/exclude-from-remediation")
+    }
+}
+
+/// Watch NodeMaintenances and Nodes and record, with virtual timestamps, what happens.
+fn spawn_observer(client: Client, clock: VirtualClock, log: Arc<Mutex<Log>>) {
+    let nm_log = log.clone();
+    let nm_clock = clock.clone();
+    let nms: Api<NodeMaintenance> = Api::all(client.clone());
+    tokio::spawn(async move {
+        let mut events = watcher(nms, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(Ok(event)) = events.next().await {
+            let mut log = nm_log.lock().unwrap();
+            match event {
+                watcher::Event::Apply(nm) | watcher::Event::InitApply(nm) => {
+                    if !nm.labels().contains_key(WINDOW_LABEL) {
+                        continue;
+                    }
+                    if nm.metadata.deletion_timestamp.is_none() && log.live.insert(nm.name_any()) {
+                        let created = nm
+                            .metadata
+                            .creation_timestamp
+                            .as_ref()
+                            .map(nmo::api::from_time)
+                            .unwrap_or_else(|| nm_clock.now());
+                        log.created
+                            .push((created, nm.name_any(), nm.spec.node_name.clone()));
+                        log.max_live = log.max_live.max(log.live.len());
+                    }
+                }
+                watcher::Event::Delete(nm) => {
+                    log.live.remove(&nm.name_any());
+                }
+                _ => {}
+            }
+        }
+    });
+    let nodes: Api<Node> = Api::all(client);
+    tokio::spawn(async move {
+        let mut events = watcher(nodes, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        while let Some(Ok(event)) = events.next().await {
+            if let watcher::Event::Apply(node) | watcher::Event::InitApply(node) = event {
+                let unschedulable = node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.unschedulable)
+                    .unwrap_or(false);
+                let ready = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                let mut log = log.lock().unwrap();
+                if unschedulable || !ready {
+                    log.unavailable.insert(node.name_any());
+                } else {
+                    log.unavailable.remove(&node.name_any());
+                }
+                log.max_unavailable = log.max_unavailable.max(log.unavailable.len());
+            }
+        }
+    });
+}
+
+fn workers(n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("worker-{i:02}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_workers_are_maintained_in_order_never_more_than_two_at_a_time() {
+    let env = Env::new(at(1, 58), 10).await;
+    env.apply_window(
+        r#"
+apiVersion: nodemaintenance.medik8s.io/v1alpha1
+kind: MaintenanceWindow
+metadata: {name: rolling}
+spec:
+  schedule: "0 2 * * *"
+  duration: 4h
+  nodeSelector: {matchLabels: {node-role.kubernetes.io/worker: ""}}
+  maxUnavailable: 2
+  release: {after: 10m}
+  minReadySeconds: 60
+"#,
+    )
+    .await;
+
+    // Before the window: Ready, closed, nothing started.
+    let windows = env.windows();
+    let before = env
+        .wait("the window to report its schedule", 10, || {
+            let windows = windows.clone();
+            async move {
+                let w = windows.get("rolling").await.ok()?;
+                let s = w.status.clone()?;
+                (s.window.as_deref() == Some("closed")).then_some(s)
+            }
+        })
+        .await;
+    assert_eq!(
+        before
+            .next_window
+            .as_ref()
+            .map(|w| nmo::api::from_time(&w.start)),
+        Some(at(2, 0))
+    );
+    assert!(env.created_nodes().is_empty());
+
+    // Watch the round counts as they go.
+    let mut seen_completed = Vec::new();
+    let done = loop {
+        let w = env.window("rolling").await;
+        if let Some(round) = w.status.as_ref().and_then(|s| s.round.clone()) {
+            assert_eq!(round.total, 10, "every worker is in the round");
+            assert_eq!(
+                round.completed + round.pending + round.in_progress + round.failed,
+                10,
+                "counts partition the round: {round:?}"
+            );
+            assert!(
+                round.in_progress <= 2,
+                "never more than 2 in flight: {round:?}"
+            );
+            if seen_completed.last() != Some(&round.completed) {
+                seen_completed.push(round.completed);
+            }
+            if round.finished.is_some() {
+                break w;
+            }
+        }
+        assert!(
+            env.clock.now() < at(6, 0),
+            "round did not finish inside the window: {}; nms: {:?}; log: {:?}",
+            serde_json::to_string(&w.status).unwrap(),
+            env.maintenances()
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .map(|n| (n.name_any(), serde_json::to_string(&n.status).unwrap()))
+                .collect::<Vec<_>>(),
+            env.log.lock().unwrap()
+        );
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    };
+    let round = done.status.clone().unwrap().round.unwrap();
+    assert_eq!(round.completed, 10);
+    assert_eq!(round.failed, 0);
+    assert!(
+        seen_completed.windows(2).all(|w| w[0] < w[1]),
+        "completed only grows: {seen_completed:?}"
+    );
+    assert_eq!(
+        env.created_nodes(),
+        workers(10),
+        "maintained once each, in name order"
+    );
+    let log = env.log.lock().unwrap();
+    assert!(
+        log.max_live <= 2,
+        "at most 2 NodeMaintenances at once, saw {}",
+        log.max_live
+    );
+    assert!(
+        log.max_unavailable <= 2,
+        "at most 2 nodes unavailable at once, saw {}",
+        log.max_unavailable
+    );
+    assert!(log.max_live == 2, "the budget is used: {}", log.max_live);
+    // Every creation inside the window, and slots handed over after release + minReadySeconds.
+    for (t, name, _) in &log.created {
+        assert!(
+            *t >= at(2, 0) && *t < at(6, 0),
+            "{name} created at {t}, outside the window"
+        );
+    }
+    let third = log.created[2].0;
+    assert!(
+        third >= at(2, 11),
+        "the third node waits for release.after (10m) plus minReadySeconds (60s): {third}"
+    );
+    drop(log);
+    for node in workers(10) {
+        assert!(
+            env.node_is_restored(&node).await,
+            "{node} is back in service"
+        );
+    }
+    assert_eq!(
+        done.status.as_ref().unwrap().progress.as_deref(),
+        Some("10/10")
+    );
+}
+
+fn window_yaml(name: &str, extra: &str) -> String {
+    format!(
+        r#"
+apiVersion: nodemaintenance.medik8s.io/v1alpha1
+kind: MaintenanceWindow
+metadata: {{name: {name}}}
+spec:
+  nodeSelector: {{matchLabels: {{node-role.kubernetes.io/worker: ""}}}}
+{extra}"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_closing_mid_round_finishes_in_flight_nodes_and_the_next_window_resumes() {
+    let env = Env::new(at(1, 58), 4).await;
+    // Hourly 25-minute windows, one node at a time, 10 minutes each: 3 fit in the first.
+    env.apply_window(&window_yaml(
+        "hourly",
+        "  schedule: \"0 * * * *\"\n  duration: 25m\n  release: {after: 10m}\n  onWindowEnd: FinishInFlight\n",
+    ))
+    .await;
+    let done = env.round_completed("hourly", 1).await;
+    let log = env.log.lock().unwrap();
+    let nodes: Vec<_> = log.created.iter().map(|c| c.2.clone()).collect();
+    assert_eq!(
+        nodes,
+        workers(4),
+        "no node is maintained twice; order by name"
+    );
+    let first_window: Vec<_> = log.created.iter().filter(|c| c.0 < at(2, 25)).collect();
+    let second_window: Vec<_> = log
+        .created
+        .iter()
+        .filter(|c| c.0 >= at(3, 0) && c.0 < at(3, 25))
+        .collect();
+    assert_eq!(first_window.len(), 3, "{:?}", log.created);
+    assert_eq!(
+        second_window.len(),
+        1,
+        "the next window resumes with the rest: {:?}",
+        log.created
+    );
+    assert!(
+        log.created
+            .iter()
+            .all(|c| c.0 < at(2, 25) || c.0 >= at(3, 0)),
+        "nothing starts between windows: {:?}",
+        log.created
+    );
+    drop(log);
+    // The third node was in flight at 02:25 and finished after the close.
+    let round = done.status.unwrap().round.unwrap();
+    assert_eq!((round.completed, round.failed), (4, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_deletes_in_flight_node_maintenances_at_window_end() {
+    let env = Env::new(at(1, 58), 2).await;
+    env.apply_window(&window_yaml(
+        "abort",
+        "  schedule: \"0 2 * * *\"\n  duration: 15m\n  maxUnavailable: 2\n  release: {after: 1h}\n  onWindowEnd: Abort\n",
+    ))
+    .await;
+    let nms = env.maintenances();
+    env.wait("both nodes in maintenance", 20, || {
+        let nms = nms.clone();
+        async move {
+            let l = nms.list(&Default::default()).await.ok()?;
+            (l.items.len() == 2).then_some(())
+        }
+    })
+    .await;
+    // At 02:15 the window closes: the NodeMaintenances go and the nodes come back.
+    env.wait(
+        "in-flight NodeMaintenances deleted at window end",
+        20,
+        || {
+            let nms = nms.clone();
+            async move {
+                let l = nms.list(&Default::default()).await.ok()?;
+                l.items.is_empty().then_some(())
+            }
+        },
+    )
+    .await;
+    let now = env.clock.now();
+    assert!(
+        now >= at(2, 15),
+        "deleted only when the window closed: {now}"
+    );
+    assert!(now < at(2, 45), "deleted promptly at the close: {now}");
+    for node in workers(2) {
+        let restored = env
+            .wait(&format!("{node} restored"), 10, || async {
+                env.node_is_restored(&node).await.then_some(())
+            })
+            .await;
+        let _: () = restored;
+    }
+    let status = env.window("abort").await.status.unwrap();
+    let round = status.round.unwrap();
+    assert_eq!(
+        round.completed, 0,
+        "aborted nodes are not counted as maintained"
+    );
+    assert_eq!(status.window.as_deref(), Some("closed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_past_max_failures_stalls_the_rollout() {
+    let env = Env::new(at(1, 58), 3).await;
+    // worker-01's only app pod is protected by a PDB that allows no disruption: its drain never
+    // finishes and it times out.
+    env.sandbox
+        .create_pod(
+            NewPod::new("precious")
+                .on_node("worker-01")
+                .label("app", "precious")
+                .replica_set("precious"),
+        )
+        .unwrap();
+    env.sandbox
+        .apply_yaml(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: precious, namespace: default}\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: precious}}\n",
+        )
+        .unwrap();
+    env.apply_window(&window_yaml(
+        "fragile",
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  release: {after: 5m}\n  nodeTimeout: 20m\n  maxFailures: 0\n",
+    ))
+    .await;
+    let windows = env.windows();
+    let stalled = env
+        .wait("Stalled=True after the timeout", 30, || {
+            let windows = windows.clone();
+            async move {
+                let w = windows.get("fragile").await.ok()?;
+                let conds = w.status.as_ref()?.conditions.clone()?;
+                conds
+                    .into_iter()
+                    .find(|c| c.type_ == "Stalled" && c.status == "True")
+            }
+        })
+        .await;
+    assert_eq!(stalled.reason, "MaxFailuresExceeded");
+    assert!(stalled.message.contains("worker-01"), "{}", stalled.message);
+    let now = env.clock.now();
+    assert!(now >= at(2, 20), "failed only after nodeTimeout: {now}");
+    // Stalled: no other node is started while the window stays open.
+    let until = at(2, 50);
+    while env.clock.now() < until {
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert_eq!(env.created_nodes(), vec!["worker-01".to_string()]);
+    let round = env.window("fragile").await.status.unwrap().round.unwrap();
+    assert_eq!(round.failed, 1);
+    assert_eq!(round.failed_nodes[0].name, "worker-01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspend_and_dry_run_start_nothing_and_dry_run_shows_the_plan() {
+    let env = Env::new(at(1, 58), 3).await;
+    env.apply_window(&window_yaml(
+        "suspended",
+        "  schedule: \"0 2 * * *\"\n  duration: 1h\n  release: {after: 5m}\n  suspend: true\n",
+    ))
+    .await;
+    env.apply_window(&window_yaml(
+        "rehearsal",
+        "  schedule: \"0 2 * * *\"\n  duration: 1h\n  release: {after: 5m}\n  dryRun: true\n",
+    ))
+    .await;
+    let windows = env.windows();
+    let planned = env
+        .wait("the dry run to show its plan while open", 20, || {
+            let windows = windows.clone();
+            async move {
+                let s = windows.get("rehearsal").await.ok()?.status?;
+                (s.window.as_deref() == Some("open")).then_some(s.planned_nodes?)
+            }
+        })
+        .await;
+    assert_eq!(planned, workers(3));
+    let suspended = env
+        .wait("the suspended window to see its window open", 20, || {
+            let windows = windows.clone();
+            async move {
+                let s = windows.get("suspended").await.ok()?.status?;
+                (s.window.as_deref() == Some("open")).then_some(s)
+            }
+        })
+        .await;
+    assert!(
+        suspended
+            .conditions
+            .unwrap()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    while env.clock.now() < at(2, 30) {
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    let nms = env.maintenances().list(&Default::default()).await.unwrap();
+    assert!(
+        nms.items.is_empty(),
+        "suspend and dryRun create nothing: {:?}",
+        nms.items
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_run_now_annotation_opens_a_window_at_once() {
+    let env = Env::new(at(1, 58), 2).await;
+    // New Year only: without run-now nothing would happen for months.
+    env.apply_window(&window_yaml(
+        "yearly",
+        "  schedule: \"0 0 1 1 *\"\n  duration: 2h\n  maxUnavailable: 2\n  release: {after: 5m}\n",
+    ))
+    .await;
+    let patch = serde_json::json!({"metadata": {"annotations": {"nodemaintenance.medik8s.io/run-now": "2026-06-01-a"}}});
+    env.windows()
+        .patch("yearly", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let done = env.round_completed("yearly", 1).await;
+    let status = done.status.unwrap();
+    assert_eq!(status.last_handled_run_now.as_deref(), Some("2026-06-01-a"));
+    assert_eq!(env.created_nodes(), workers(2));
+    let first = env.log.lock().unwrap().created[0].0;
+    assert!(
+        first < at(2, 10),
+        "started at once, not at New Year: {first}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_under_an_ad_hoc_node_maintenance_is_skipped_then_picked_up() {
+    let env = Env::new(at(1, 58), 3).await;
+    let adhoc: NodeMaintenance = serde_yaml::from_str(
+        "apiVersion: nodemaintenance.medik8s.io/v1beta1\nkind: NodeMaintenance\nmetadata: {name: disk-swap}\nspec: {nodeName: worker-01, reason: disk}\n",
+    )
+    .unwrap();
+    env.maintenances()
+        .create(&PostParams::default(), &adhoc)
+        .await
+        .unwrap();
+    env.apply_window(&window_yaml(
+        "skip",
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  release: {after: 5m}\n",
+    ))
+    .await;
+    // worker-02 and worker-03 go first; worker-01 waits for the ad-hoc maintenance.
+    let windows = env.windows();
+    env.wait("the other two nodes done", 30, || {
+        let windows = windows.clone();
+        async move {
+            let round = windows.get("skip").await.ok()?.status?.round?;
+            (round.completed == 2).then_some(())
+        }
+    })
+    .await;
+    assert_eq!(
+        env.created_nodes(),
+        vec!["worker-02".to_string(), "worker-03".to_string()]
+    );
+    env.maintenances()
+        .delete("disk-swap", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.round_completed("skip", 1).await;
+    assert_eq!(
+        env.created_nodes(),
+        vec![
+            "worker-02".to_string(),
+            "worker-03".to_string(),
+            "worker-01".to_string()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_the_window_collects_its_node_maintenances_and_restores_every_node() {
+    let env = Env::new(at(1, 58), 3).await;
+    env.apply_window(&window_yaml(
+        "doomed",
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  maxUnavailable: 3\n  release: {after: 2h}\n",
+    ))
+    .await;
+    let nms = env.maintenances();
+    env.wait("three NodeMaintenances", 20, || {
+        let nms = nms.clone();
+        async move { (nms.list(&Default::default()).await.ok()?.items.len() == 3).then_some(()) }
+    })
+    .await;
+    env.windows()
+        .delete("doomed", &DeleteParams::background())
+        .await
+        .unwrap();
+    env.wait("garbage collection of the NodeMaintenances", 20, || {
+        let nms = nms.clone();
+        async move {
+            nms.list(&Default::default())
+                .await
+                .ok()?
+                .items
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+    for node in workers(3) {
+        env.wait(&format!("{node} restored"), 10, || async {
+            env.node_is_restored(&node).await.then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_spec_that_slipped_past_admission_stalls_with_the_parser_message() {
+    let env = Env::new(at(1, 58), 2).await;
+    env.apply_window(&window_yaml(
+        "typo",
+        "  schedule: \"0 2 * * *\"\n  timeZone: Europe/Berln\n  duration: 1h\n  release: {after: 5m}\n",
+    ))
+    .await;
+    let windows = env.windows();
+    let conds = env
+        .wait("Ready=False and Stalled=True", 20, || {
+            let windows = windows.clone();
+            async move {
+                let conds = windows.get("typo").await.ok()?.status?.conditions?;
+                conds
+                    .iter()
+                    .any(|c| c.type_ == "Stalled" && c.status == "True")
+                    .then_some(conds)
+            }
+        })
+        .await;
+    let ready = conds.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("unknown time zone \"Europe/Berln\""),
+        "{}",
+        ready.message
+    );
+    while env.clock.now() < at(2, 20) {
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+    }
+    assert!(
+        env.maintenances()
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconciling_with_nothing_changed_writes_nothing() {
+    let env = Env::new(at(1, 0), 2).await;
+    env.apply_window(&window_yaml(
+        "quiet",
+        "  schedule: \"0 2 * * *\"\n  duration: 1h\n  release: {after: 5m}\n",
+    ))
+    .await;
+    let windows = env.windows();
+    env.wait("first status", 10, || {
+        let windows = windows.clone();
+        async move { windows.get("quiet").await.ok()?.status }
+    })
+    .await;
+    let stats = env
+        .controllers
+        .as_ref()
+        .unwrap()
+        .running()
+        .maintenance_window
+        .clone();
+    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    let writes = stats
+        .status_writes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let reconciles = stats.reconciles.load(std::sync::atomic::Ordering::Relaxed);
+    // Wake the window twice through a node it selects, without changing anything it reads.
+    for i in 0..2 {
+        let patch = serde_json::json!({"metadata": {"annotations": {"poke": i.to_string()}}});
+        env.nodes()
+            .patch("worker-01", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    }
+    assert!(
+        stats.reconciles.load(std::sync::atomic::Ordering::Relaxed) >= reconciles + 2,
+        "the pokes woke the window"
+    );
+    assert_eq!(
+        stats
+            .status_writes
+            .load(std::sync::atomic::Ordering::Relaxed),
+        writes,
+        "no status write without a change"
+    );
+}
