@@ -633,9 +633,11 @@ async fn a_node_under_an_ad_hoc_node_maintenance_is_skipped_then_picked_up() {
         .create(&PostParams::default(), &adhoc)
         .await
         .unwrap();
+    // A budget of 2: the node under the ad-hoc maintenance is unavailable and takes one slot,
+    // so the others go one at a time.
     env.apply_window(&window_yaml(
         "skip",
-        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  release: {after: 5m}\n",
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  maxUnavailable: 2\n  release: {after: 5m}\n",
     ))
     .await;
     // worker-02 and worker-03 go first; worker-01 waits for the ad-hoc maintenance.
@@ -672,7 +674,7 @@ async fn deleting_the_window_collects_its_node_maintenances_and_restores_every_n
     let env = Env::new(at(1, 58), 3).await;
     env.apply_window(&window_yaml(
         "doomed",
-        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  maxUnavailable: 3\n  release: {after: 2h}\n",
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  maxUnavailable: 3\n  release: {after: 1h}\n",
     ))
     .await;
     let nms = env.maintenances();
