@@ -795,3 +795,114 @@ async fn reconciling_with_nothing_changed_writes_nothing() {
         "no status write without a change"
     );
 }
+
+/// kubectl with its own HOME and kubeconfig. kubectl must be on the PATH: without it the
+/// test fails.
+fn kubectl(home: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new("kubectl")
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("KUBECONFIG", home.join("kubeconfig"))
+        .output()
+        .expect("kubectl must be installed and on the PATH for these tests");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_shows_the_window_and_waits_for_ready() {
+    let env = Env::new(at(1, 50), 2).await;
+    let home = tempfile::tempdir().unwrap();
+    env.sandbox
+        .write_kubeconfig(home.path().join("kubeconfig"))
+        .unwrap();
+    let manifest = home.path().join("window.yaml");
+    std::fs::write(
+        &manifest,
+        window_yaml(
+            "nightly",
+            "  schedule: \"0 4 * * *\"\n  timeZone: Europe/Berlin\n  duration: 2h\n  release: {after: 10m}\n",
+        ),
+    )
+    .unwrap();
+    let h = home.path().to_path_buf();
+    let m = manifest.to_string_lossy().into_owned();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || kubectl(&h, &["apply", "-f", &m]))
+        .await
+        .unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("maintenancewindow.nodemaintenance.medik8s.io/nightly created"),
+        "{out}"
+    );
+
+    let h = home.path().to_path_buf();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || {
+        kubectl(
+            &h,
+            &[
+                "wait",
+                "--for=condition=Ready",
+                "mw/nightly",
+                "--timeout=30s",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "kubectl wait failed: {out}{err}");
+    assert!(out.contains("condition met"), "{out}");
+
+    let h = home.path().to_path_buf();
+    let (ok, out, err) = tokio::task::spawn_blocking(move || kubectl(&h, &["get", "mw"]))
+        .await
+        .unwrap();
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME", "SCHEDULE", "TIMEZONE", "WINDOW", "NEXT", "PROGRESS", "READY", "AGE"
+        ]
+    );
+    let row = lines.next().unwrap();
+    assert!(row.starts_with("nightly"), "{out}");
+    assert!(
+        row.contains("0 4 * * *") && row.contains("Europe/Berlin"),
+        "{out}"
+    );
+    assert!(row.contains("closed"), "the window is not open yet: {out}");
+    // 04:00 in Berlin is 02:00 UTC in June, ten virtual minutes away.
+    assert!(
+        row.contains("Mon 2026-06-01 04:00 CEST"),
+        "next opening in the zone: {out}"
+    );
+    assert!(row.contains("True"), "{out}");
+
+    // Once a node is done, PROGRESS shows it.
+    let windows = env.windows();
+    env.wait("a node maintained", 30, || {
+        let windows = windows.clone();
+        async move {
+            let round = windows.get("nightly").await.ok()?.status?.round?;
+            (round.completed >= 1).then_some(())
+        }
+    })
+    .await;
+    let h = home.path().to_path_buf();
+    let (_, out, _) = tokio::task::spawn_blocking(move || kubectl(&h, &["get", "mw", "nightly"]))
+        .await
+        .unwrap();
+    let row = out.lines().nth(1).unwrap_or_default().to_string();
+    assert!(row.contains(" open ") || row.contains("closed"), "{out}");
+    assert!(
+        row.contains("1/2") || row.contains("2/2"),
+        "progress done/total: {out}"
+    );
+}
