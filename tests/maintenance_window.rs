@@ -350,31 +350,32 @@ spec:
         workers(10),
         "maintained once each, in name order"
     );
-    let log = env.log.lock().unwrap();
-    assert!(
-        log.max_live <= 2,
-        "at most 2 NodeMaintenances at once, saw {}",
-        log.max_live
-    );
-    assert!(
-        log.max_unavailable <= 2,
-        "at most 2 nodes unavailable at once, saw {}",
-        log.max_unavailable
-    );
-    assert!(log.max_live == 2, "the budget is used: {}", log.max_live);
-    // Every creation inside the window, and slots handed over after release + minReadySeconds.
-    for (t, name, _) in &log.created {
+    {
+        let log = env.log.lock().unwrap();
         assert!(
-            *t >= at(2, 0) && *t < at(6, 0),
-            "{name} created at {t}, outside the window"
+            log.max_live <= 2,
+            "at most 2 NodeMaintenances at once, saw {}",
+            log.max_live
+        );
+        assert!(
+            log.max_unavailable <= 2,
+            "at most 2 nodes unavailable at once, saw {}",
+            log.max_unavailable
+        );
+        assert!(log.max_live == 2, "the budget is used: {}", log.max_live);
+        // Every creation inside the window, and slots handed over after release + minReadySeconds.
+        for (t, name, _) in &log.created {
+            assert!(
+                *t >= at(2, 0) && *t < at(6, 0),
+                "{name} created at {t}, outside the window"
+            );
+        }
+        let third = log.created[2].0;
+        assert!(
+            third >= at(2, 11),
+            "the third node waits for release.after (10m) plus minReadySeconds (60s): {third}"
         );
     }
-    let third = log.created[2].0;
-    assert!(
-        third >= at(2, 11),
-        "the third node waits for release.after (10m) plus minReadySeconds (60s): {third}"
-    );
-    drop(log);
     for node in workers(10) {
         assert!(
             env.node_is_restored(&node).await,
