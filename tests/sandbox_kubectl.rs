@@ -452,3 +452,46 @@ async fn kubectl_apply_of_a_window_that_breaks_a_cel_rule_fails_with_its_message
         String::from_utf8_lossy(&out.stderr).contains("spec.maxUnavailable must be an integer")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_snapshot_seeds_another_sandbox() {
+    let a = sandbox().await;
+    for n in ["worker-1", "worker-2"] {
+        a.add_node(n, &[("node-role.kubernetes.io/worker", "")])
+            .unwrap();
+        for _ in 0..2 {
+            a.create_pod(
+                NewPod::new("")
+                    .on_node(n)
+                    .label("app", "web")
+                    .replica_set("web"),
+            )
+            .unwrap();
+        }
+    }
+    a.apply_yaml("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web, namespace: default}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: web}}\n").unwrap();
+    let k = Kubectl::new(&a);
+    let snapshot = k.ok(&["get", "nodes,pods,pdb", "-A", "-o", "yaml"]).await;
+    let b = sandbox().await;
+    let seeded = b.apply_yaml(&snapshot).unwrap();
+    assert_eq!(seeded.len(), 2 + 4 + 1);
+    let (pa, pb) = (a.list("v1", "Pod"), b.list("v1", "Pod"));
+    assert_eq!(pb.len(), 4);
+    for p in &pa {
+        let q = pb
+            .iter()
+            .find(|q| q["metadata"]["name"] == p["metadata"]["name"])
+            .unwrap();
+        assert_eq!(q["metadata"]["uid"], p["metadata"]["uid"]);
+        assert_eq!(
+            q["metadata"]["ownerReferences"],
+            p["metadata"]["ownerReferences"]
+        );
+        assert_eq!(q["spec"]["nodeName"], p["spec"]["nodeName"]);
+    }
+    let kb = Kubectl::new(&b);
+    let r = rows(&kb.ok(&["get", "pdb", "web"]).await);
+    assert_eq!(r[1][3], "1", "{r:?}");
+    let r = rows(&kb.ok(&["get", "nodes"]).await);
+    assert_eq!(r.len(), 3);
+}

@@ -365,45 +365,31 @@ impl Store {
                 }
             }
         }
-        if self.workload_controllers {
+        let schedulable = |n: &Value| {
+            node_ready(n) && n.pointer("/spec/unschedulable").and_then(Value::as_bool) != Some(true)
+        };
+        let became_schedulable =
+            schedulable(node) && c.old.as_deref().is_none_or(|o| !schedulable(o));
+        if self.workload_controllers && became_schedulable {
             self.schedule_pending();
         }
     }
 
     /// (namespace, name) of the pods bound to a node.
     pub fn pods_on_node(&self, node: &str) -> Vec<(String, String)> {
-        self.tables
-            .get(&gr("", "pods"))
-            .map(|t| {
-                t.objects
-                    .iter()
-                    .filter(|(_, p)| {
-                        p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
+        self.pods_by_node
+            .get(node)
+            .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
     }
 
     /// The scheduler: bind pending pods to schedulable nodes.
     fn schedule_pending(&mut self) {
         let pending: Vec<Arc<Value>> = self
-            .tables
-            .get(&gr("", "pods"))
-            .map(|t| {
-                t.objects
-                    .values()
-                    .filter(|p| {
-                        p.pointer("/spec/nodeName")
-                            .and_then(Value::as_str)
-                            .is_none_or(str::is_empty)
-                            && p.pointer("/metadata/deletionTimestamp").is_none()
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+            .pending_pods
+            .iter()
+            .filter_map(|(ns, name)| self.get(&gr("", "pods"), ns, name))
+            .collect();
         for p in pending {
             if let Some(n) = self.pick_node(&p, None) {
                 let mut p2 = (*p).clone();
@@ -417,19 +403,6 @@ impl Store {
                 self.commit(&key, Some(p2));
             }
         }
-    }
-
-    fn key_of_uid(&self, uid: &str) -> Option<ObjKey> {
-        self.tables.iter().find_map(|(g, t)| {
-            t.objects
-                .iter()
-                .find(|(_, o)| uid_of(o) == Some(uid))
-                .map(|((ns, name), _)| ObjKey {
-                    gr: g.clone(),
-                    ns: ns.clone(),
-                    name: name.clone(),
-                })
-        })
     }
 
     fn refresh_pdbs_for(&mut self, ns: &str, pods: &[&Value]) {

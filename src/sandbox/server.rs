@@ -241,8 +241,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         (&Method::GET, None) if query.flag("watch") => "watch",
         (&Method::GET, None) => "list",
         (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
+        (&Method::PUT, Some(_)) => "update",
+        (&Method::PATCH, Some(_)) => "patch",
         (&Method::DELETE, Some(_)) => "delete",
         (&Method::DELETE, None) => "deletecollection",
         _ => return Err(ApiError::method_not_allowed()),
@@ -535,6 +535,16 @@ fn patch_object(
         .clone()
         .ok_or_else(ApiError::method_not_allowed)?;
     let ct = content_type.split(';').next().unwrap_or("").trim();
+    if !matches!(
+        ct,
+        "application/apply-patch+yaml"
+            | "application/apply-patch+json"
+            | "application/merge-patch+json"
+            | "application/json-patch+json"
+            | "application/strategic-merge-patch+json"
+    ) {
+        return Err(ApiError::unsupported_media_type(ct));
+    }
     let lists = Store::list_oracle(rt, &target.version);
     let existing = store.get(&rt.store_key(), &target.ns, &name);
     let invalid_patch = |msg: String| {

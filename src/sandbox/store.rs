@@ -162,6 +162,10 @@ pub struct Store {
     owners: HashMap<String, BTreeSet<ObjKey>>,
     /// Non-terminated pods per node, for the sandbox scheduler.
     pub pods_per_node: HashMap<String, usize>,
+    /// Every pod bound to a node, by node: (namespace, name).
+    pub pods_by_node: HashMap<String, BTreeSet<(String, String)>>,
+    /// Pods waiting for a node: (namespace, name).
+    pub pending_pods: BTreeSet<(String, String)>,
     history_limit: usize,
     /// Source of timestamps.
     pub clock: Arc<dyn Clock>,
@@ -195,6 +199,8 @@ impl Store {
             uids: HashMap::new(),
             owners: HashMap::new(),
             pods_per_node: HashMap::new(),
+            pods_by_node: HashMap::new(),
+            pending_pods: BTreeSet::new(),
             history_limit,
             clock,
             speed,
@@ -467,12 +473,43 @@ impl Store {
             if let Some(n) = new.and_then(counted) {
                 *self.pods_per_node.entry(n).or_default() += 1;
             }
+            let bound = |v: &Value| {
+                v.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let pk = (key.ns.clone(), key.name.clone());
+            if let Some(n) = old.and_then(bound)
+                && let Some(set) = self.pods_by_node.get_mut(&n)
+            {
+                set.remove(&pk);
+                if set.is_empty() {
+                    self.pods_by_node.remove(&n);
+                }
+            }
+            let pending = new.is_some_and(|v| {
+                bound(v).is_none_or(|n| n.is_empty())
+                    && v.pointer("/metadata/deletionTimestamp").is_none()
+            });
+            if pending {
+                self.pending_pods.insert(pk.clone());
+            } else {
+                self.pending_pods.remove(&pk);
+            }
+            if let Some(n) = new.and_then(bound) {
+                self.pods_by_node.entry(n).or_default().insert(pk);
+            }
         }
     }
 
     /// Does an object with this uid exist?
     pub fn uid_exists(&self, uid: &str) -> bool {
         self.uids.contains_key(uid)
+    }
+
+    /// Where the object with this uid lives.
+    pub fn key_of_uid(&self, uid: &str) -> Option<ObjKey> {
+        self.uids.get(uid).cloned()
     }
 
     /// The objects that name this uid as an owner.
