@@ -101,18 +101,26 @@ impl Default for NodeMaintenanceConfig {
 pub struct ReconcileStats {
     total: AtomicU64,
     errors: AtomicU64,
-    per_object: Mutex<HashMap<String, u64>>,
+    per_object: Mutex<HashMap<String, (u64, u64)>>,
 }
 
 impl ReconcileStats {
-    fn record(&self, name: &str) {
-        self.total.fetch_add(1, Ordering::Relaxed);
-        *self
+    fn object(&self, name: &str, f: impl FnOnce(&mut (u64, u64))) {
+        f(self
             .per_object
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(name.to_string())
-            .or_default() += 1;
+            .or_default());
+    }
+
+    fn started(&self, name: &str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        self.object(name, |c| c.0 += 1);
+    }
+
+    fn finished(&self, name: &str) {
+        self.object(name, |c| c.1 += 1);
     }
 
     /// Reconciles of every NodeMaintenance so far.
@@ -125,14 +133,23 @@ impl ReconcileStats {
         self.errors.load(Ordering::Relaxed)
     }
 
-    /// Reconciles of the NodeMaintenance `name` so far.
+    /// Reconciles of the NodeMaintenance `name` started so far.
     pub fn of(&self, name: &str) -> u64 {
+        self.counts(name).0
+    }
+
+    /// Reconciles of the NodeMaintenance `name` that have returned (successfully or not).
+    pub fn finished_of(&self, name: &str) -> u64 {
+        self.counts(name).1
+    }
+
+    fn counts(&self, name: &str) -> (u64, u64) {
         self.per_object
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
             .copied()
-            .unwrap_or(0)
+            .unwrap_or_default()
     }
 }
 
@@ -813,23 +830,8 @@ fn start_drain(
 }
 
 async fn apply(nm: Arc<NodeMaintenance>, ctx: &Arc<Context>) -> Result<Action, ReconcileError> {
+    let nm = NodeMaintenance::clone(&nm);
     let name = nm.name_any();
-    // Read fresh: the cache may not have our last status write yet.
-    let Some(nm) =
-        nm_api(ctx)
-            .get_opt(&name)
-            .await
-            .map_err(|source| ReconcileError::GetNodeMaintenance {
-                name: name.clone(),
-                source,
-            })?
-    else {
-        return Ok(Action::await_change());
-    };
-    if nm.metadata.deletion_timestamp.is_some() {
-        // The finalizer helper runs cleanup on the event that follows.
-        return Ok(Action::await_change());
-    }
     let uid = nm.uid().unwrap_or_default();
     let status = nm.status.clone().unwrap_or_default();
     let config = &ctx.config;
@@ -978,12 +980,39 @@ async fn cleanup(nm: Arc<NodeMaintenance>, ctx: &Context) -> Result<Action, Reco
 }
 
 async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
-    ctx.stats.record(&nm.name_any());
-    let api = nm_api(&ctx);
-    finalizer(&api, FINALIZER, nm, |event| async {
+    let name = nm.name_any();
+    ctx.stats.started(&name);
+    let result = reconcile_fresh(&name, &nm, &ctx).await;
+    ctx.stats.finished(&name);
+    result
+}
+
+async fn reconcile_fresh(
+    name: &str,
+    nm: &NodeMaintenance,
+    ctx: &Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    let api = nm_api(ctx);
+    // Read fresh rather than trust the cache: it may lag our own last status write (Events are
+    // derived from status) or still hold an object whose finalizer we just removed.
+    let Some(fresh) =
+        api.get_opt(name)
+            .await
+            .map_err(|source| ReconcileError::GetNodeMaintenance {
+                name: name.to_string(),
+                source,
+            })?
+    else {
+        return Ok(Action::await_change());
+    };
+    if fresh.uid() != nm.uid() {
+        // A new object with the same name: its own events will bring it here.
+        return Ok(Action::await_change());
+    }
+    finalizer(&api, FINALIZER, Arc::new(fresh), |event| async {
         match event {
-            FinalizerEvent::Apply(nm) => apply(nm, &ctx).await,
-            FinalizerEvent::Cleanup(nm) => cleanup(nm, &ctx).await,
+            FinalizerEvent::Apply(nm) => apply(nm, ctx).await,
+            FinalizerEvent::Cleanup(nm) => cleanup(nm, ctx).await,
         }
     })
     .await

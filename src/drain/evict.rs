@@ -425,9 +425,7 @@ pub async fn drain_node(
                 Err(err) => state.watch_failed(err.to_string()),
             },
             Some((key, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
-                if let EvictionOutcome::Blocked { .. } = &outcome {
-                    tracing::debug!(%key, ?outcome, "eviction refused");
-                }
+                tracing::debug!(%node, pod = %key, ?outcome, "eviction answered");
                 state.record(key, outcome, Instant::now());
             }
             _ = tokio::time::sleep_until(wake) => {}
