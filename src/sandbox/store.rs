@@ -62,6 +62,8 @@ pub struct Change {
     pub object: Arc<Value>,
     /// The object before, for MODIFIED and DELETED.
     pub old: Option<Arc<Value>>,
+    /// The serialised watch line, made once by the first watcher that needs it.
+    pub line: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// One resource's objects and history.
@@ -421,6 +423,7 @@ impl Store {
             kind,
             object: object.clone(),
             old: old.clone(),
+            line: std::sync::OnceLock::new(),
         });
         table.history.push_back(change.clone());
         while table.history.len() > self.history_limit {
