@@ -1004,4 +1004,42 @@ mod tests {
             ListKind::Set
         );
     }
+
+    fn small_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (0i64..5).prop_map(Value::from),
+            "[a-c]{0,2}".prop_map(Value::from)
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                proptest::collection::btree_map("[a-d]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_field_set_survives_its_fields_v1_encoding(
+            spec in proptest::collection::btree_map("[a-d]", small_json(), 0..4),
+        ) {
+            let obj = json!({"metadata": {"labels": {"a": "b"}}, "spec": Value::Object(spec.into_iter().collect())});
+            let set = field_set(&obj, Scope::Main { has_status: true }, &builtin_list_kind);
+            proptest::prop_assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
+        }
+
+        #[test]
+        fn applying_the_same_configuration_twice_changes_nothing(
+            spec in proptest::collection::btree_map("[a-d]", small_json(), 0..4),
+        ) {
+            let applied = json!({"metadata": {"name": "x"}, "spec": Value::Object(spec.into_iter().collect())});
+            let once = server_side_apply(None, &applied, &ctx("m"), false, &builtin_list_kind).unwrap();
+            let twice = server_side_apply(Some(&once), &applied, &ctx("m"), false, &builtin_list_kind).unwrap();
+            proptest::prop_assert_eq!(once, twice);
+        }
+    }
 }
