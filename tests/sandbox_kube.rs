@@ -701,3 +701,77 @@ async fn a_streaming_list_watcher_gets_its_initial_events_and_then_changes() {
     .await;
     task.abort();
 }
+
+#[tokio::test]
+async fn kube_runtimes_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    use std::sync::Arc;
+    let s = sandbox().await;
+    let api: Api<NodeMaintenance> = Api::all(s.client().unwrap());
+    api.create(&PostParams::default(), &nm("a", "n1"))
+        .await
+        .unwrap();
+    let reconcile = |event: Event<NodeMaintenance>| async move {
+        match event {
+            Event::Apply(_) | Event::Cleanup(_) => Ok::<_, kube::Error>(Action::await_change()),
+        }
+    };
+    // First pass adds the finalizer (JSON patch: test absent, add).
+    let obj = Arc::new(api.get("a").await.unwrap());
+    finalizer(&api, "nmo.test/cleanup", obj, reconcile)
+        .await
+        .unwrap();
+    let obj = api.get("a").await.unwrap();
+    assert_eq!(
+        obj.metadata.finalizers.as_deref(),
+        Some(&["nmo.test/cleanup".to_string()][..])
+    );
+    // Second pass applies.
+    finalizer(&api, "nmo.test/cleanup", Arc::new(obj), reconcile)
+        .await
+        .unwrap();
+    // Delete: the object waits; cleanup removes the finalizer and the object goes.
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    let obj = Arc::new(api.get("a").await.unwrap());
+    finalizer(&api, "nmo.test/cleanup", obj, reconcile)
+        .await
+        .unwrap();
+    assert!(api.get_opt("a").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn kube_runtimes_event_recorder_creates_then_counts_a_series() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let s = sandbox().await;
+    s.add_node("n1", &[]).unwrap();
+    let client = s.client().unwrap();
+    let node: Node = Api::<Node>::all(client.clone()).get("n1").await.unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "nmo".into(),
+            instance: Some("nmo-0".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Cordoned".into(),
+        note: Some("node cordoned for maintenance".into()),
+        action: "Cordon".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&node, &());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    let list = core
+        .list(&ListParams::default().fields("involvedObject.name=n1"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("Cordoned"));
+    assert_eq!(e.count, Some(2));
+    assert_eq!(e.source.as_ref().unwrap().component.as_deref(), Some("nmo"));
+}

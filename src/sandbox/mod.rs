@@ -649,7 +649,7 @@ impl Store {
             .to_string();
         let name = store::name_of(&obj).to_string();
         let what = format!("{kind} {name:?}");
-        let rt = self.type_of_kind(&api_version, &kind).ok_or_else(|| {
+        let mut rt = self.type_of_kind(&api_version, &kind).ok_or_else(|| {
             SandboxError::api(
                 &what,
                 ApiError::bad_request(format!(
@@ -657,6 +657,13 @@ impl Store {
                 )),
             )
         })?;
+        let mut api_version = api_version;
+        if rt.stored_as.is_some() {
+            // events.k8s.io Events are stored as core Events.
+            obj = events::to_core(&obj);
+            api_version = "v1".into();
+            rt = self.type_of("", "events").expect("built in");
+        }
         let ns = if rt.namespaced {
             let ns = store::namespace_of(&obj);
             if ns.is_empty() {

@@ -625,8 +625,12 @@ impl Store {
             m.remove("resourceVersion");
             m.remove("selfLink");
         }
-        obj["apiVersion"] = json!(rt.api_version(rt.preferred_version()));
-        obj["kind"] = json!(rt.kind);
+        // A second view (events.k8s.io) stores objects in the form of the resource it views,
+        // which its conversion already produced.
+        if rt.stored_as.is_none() {
+            obj["apiVersion"] = json!(rt.api_version(rt.preferred_version()));
+            obj["kind"] = json!(rt.kind);
+        }
         Ok(())
     }
 
