@@ -316,6 +316,22 @@ impl Store {
                 .into_iter()
                 .collect();
         }
+        // The drain's question (pods on a node) is answered from the node index.
+        if key.0.is_empty()
+            && key.1 == "pods"
+            && let Some(node) = fields.exact("spec.nodeName").filter(|n| !n.is_empty())
+        {
+            return self
+                .pods_by_node
+                .get(node)
+                .into_iter()
+                .flatten()
+                .filter(|(n, _)| ns.is_empty() || n == ns)
+                .filter_map(|k| t.objects.get(k))
+                .filter(|o| labels.matches_object(o) && fields.matches(o))
+                .cloned()
+                .collect();
+        }
         t.in_namespace(ns)
             .filter(|(_, o)| labels.matches_object(o) && fields.matches(o))
             .map(|(_, o)| o.clone())
