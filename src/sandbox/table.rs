@@ -298,7 +298,67 @@ pub fn table(
                 ]
             }),
         ),
-        ("apps", "deployments" | "replicasets" | "statefulsets") => (
+        ("apps", "daemonsets") => (
+            vec![
+                name_col(),
+                col(
+                    "Desired",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes that should be running the daemon pod.",
+                ),
+                col(
+                    "Current",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes running at least one daemon pod.",
+                ),
+                col(
+                    "Ready",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
+                ),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = |p: &str| json!(o.pointer(p).and_then(Value::as_i64).unwrap_or(0));
+                vec![
+                    json!(name(o)),
+                    n("/status/desiredNumberScheduled"),
+                    n("/status/currentNumberScheduled"),
+                    n("/status/numberReady"),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("apps", "replicasets") => (
+            vec![
+                name_col(),
+                col("Desired", "integer", "", 0, "Number of desired pods."),
+                col("Current", "integer", "", 0, "Number of actual replicas."),
+                col("Ready", "integer", "", 0, "Number of ready replicas."),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = |p: &str| json!(o.pointer(p).and_then(Value::as_i64).unwrap_or(0));
+                vec![
+                    json!(name(o)),
+                    json!(
+                        o.pointer("/spec/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1)
+                    ),
+                    n("/status/replicas"),
+                    n("/status/readyReplicas"),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("apps", "deployments" | "statefulsets") => (
             vec![
                 name_col(),
                 col("Ready", "string", "", 0, "Number of ready replicas."),
