@@ -484,6 +484,15 @@ async fn eviction_honours_a_pdb_and_replaced_pods_land_on_another_node() {
             .current_healthy,
         2
     );
+    // The ReplicaSet's status counts its pods, as its controller would.
+    let rs = s.get("apps/v1", "ReplicaSet", "default", "web").unwrap();
+    assert_eq!(
+        (
+            rs["spec"]["replicas"].as_i64(),
+            rs["status"]["readyReplicas"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
 }
 
 #[tokio::test]
