@@ -784,3 +784,28 @@ async fn kube_runtimes_event_recorder_creates_then_counts_a_series() {
     assert_eq!(e.count, Some(2));
     assert_eq!(e.source.as_ref().unwrap().component.as_deref(), Some("nmo"));
 }
+
+#[tokio::test]
+async fn seeding_an_object_again_replaces_it_and_keeps_its_identity() {
+    let s = sandbox().await;
+    let doc = |reason: &str| {
+        format!(
+            "apiVersion: nodemaintenance.medik8s.io/v1beta1\nkind: NodeMaintenance\nmetadata: {{name: a}}\nspec: {{nodeName: n1, reason: {reason}}}\n"
+        )
+    };
+    let first = s.apply_yaml(&doc("one")).unwrap().remove(0);
+    let second = s.apply_yaml(&doc("two")).unwrap().remove(0);
+    assert_eq!(first["metadata"]["uid"], second["metadata"]["uid"]);
+    assert_eq!(second["metadata"]["generation"], 2);
+    assert_eq!(second["spec"]["reason"], "two");
+    // Unknown kinds and invalid objects are refused with the document named.
+    let err = s
+        .apply_yaml("apiVersion: v1\nkind: Gadget\nmetadata: {name: g}\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("Gadget"), "{err}");
+    let err = s.apply_yaml("apiVersion: nodemaintenance.medik8s.io/v1beta1\nkind: NodeMaintenance\nmetadata: {name: b}\nspec: {}\n").unwrap_err();
+    assert!(
+        err.to_string().contains("spec.nodeName: Required value"),
+        "{err}"
+    );
+}

@@ -678,6 +678,7 @@ impl Store {
             self.ensure_namespace(&ns);
         }
         let keep_uid = store::uid_of(&obj).map(str::to_string);
+        let had_identity = keep_uid.is_some();
         let keep_created = obj
             .pointer("/metadata/creationTimestamp")
             .cloned()
@@ -722,19 +723,22 @@ impl Store {
         }
         let key = self.key_of(&rt, &ns, &obj);
         if let Some(old) = self.get(&key.gr, &key.ns, &key.name) {
-            if store::uid_of(&obj).is_some()
-                && obj.pointer("/metadata/uid") != old.pointer("/metadata/uid")
-                && obj.pointer("/metadata/uid").is_some()
-            {
-                // A replaced object keeps its identity unless the manifest names one.
+            // A replaced object keeps its identity unless the manifest names one.
+            for f in ["uid", "creationTimestamp"] {
+                if !had_identity && let Some(v) = old.pointer(&format!("/metadata/{f}")) {
+                    store::set_meta(&mut obj, f, v.clone());
+                }
             }
-            store::set_meta(
-                &mut obj,
-                "generation",
-                old.pointer("/metadata/generation")
-                    .cloned()
-                    .unwrap_or(json!(1)),
-            );
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let bump = if old.get("spec") != obj.get("spec") {
+                1
+            } else {
+                0
+            };
+            store::set_meta(&mut obj, "generation", json!(g + bump));
         }
         let out = self.commit(&key, Some(obj)).expect("a write commits");
         self.react();
