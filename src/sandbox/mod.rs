@@ -649,7 +649,7 @@ impl Store {
             .to_string();
         let name = store::name_of(&obj).to_string();
         let what = format!("{kind} {name:?}");
-        let rt = self.type_of_kind(&api_version, &kind).ok_or_else(|| {
+        let mut rt = self.type_of_kind(&api_version, &kind).ok_or_else(|| {
             SandboxError::api(
                 &what,
                 ApiError::bad_request(format!(
@@ -657,6 +657,13 @@ impl Store {
                 )),
             )
         })?;
+        let mut api_version = api_version;
+        if rt.stored_as.is_some() {
+            // events.k8s.io Events are stored as core Events.
+            obj = events::to_core(&obj);
+            api_version = "v1".into();
+            rt = self.type_of("", "events").expect("built in");
+        }
         let ns = if rt.namespaced {
             let ns = store::namespace_of(&obj);
             if ns.is_empty() {
@@ -671,6 +678,7 @@ impl Store {
             self.ensure_namespace(&ns);
         }
         let keep_uid = store::uid_of(&obj).map(str::to_string);
+        let had_identity = keep_uid.is_some();
         let keep_created = obj
             .pointer("/metadata/creationTimestamp")
             .cloned()
@@ -715,19 +723,22 @@ impl Store {
         }
         let key = self.key_of(&rt, &ns, &obj);
         if let Some(old) = self.get(&key.gr, &key.ns, &key.name) {
-            if store::uid_of(&obj).is_some()
-                && obj.pointer("/metadata/uid") != old.pointer("/metadata/uid")
-                && obj.pointer("/metadata/uid").is_some()
-            {
-                // A replaced object keeps its identity unless the manifest names one.
+            // A replaced object keeps its identity unless the manifest names one.
+            for f in ["uid", "creationTimestamp"] {
+                if !had_identity && let Some(v) = old.pointer(&format!("/metadata/{f}")) {
+                    store::set_meta(&mut obj, f, v.clone());
+                }
             }
-            store::set_meta(
-                &mut obj,
-                "generation",
-                old.pointer("/metadata/generation")
-                    .cloned()
-                    .unwrap_or(json!(1)),
-            );
+            let g = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(1);
+            let bump = if old.get("spec") != obj.get("spec") {
+                1
+            } else {
+                0
+            };
+            store::set_meta(&mut obj, "generation", json!(g + bump));
         }
         let out = self.commit(&key, Some(obj)).expect("a write commits");
         self.react();

@@ -795,9 +795,9 @@ impl WatchFilter {
 
     /// The event a change makes for this watcher, if any: an object that starts matching is
     /// ADDED, one that stops is DELETED.
-    fn event(&self, c: &Change) -> Option<(&'static str, Value)> {
+    fn event_kind(&self, c: &Change) -> Option<&'static str> {
         let now = self.matches(&c.object);
-        let kind = match c.kind {
+        match c.kind {
             ChangeType::Added => now.then_some("ADDED"),
             ChangeType::Deleted => now.then_some("DELETED"),
             ChangeType::Modified => {
@@ -809,12 +809,40 @@ impl WatchFilter {
                     (false, false) => None,
                 }
             }
-        }?;
-        Some((kind, output(&self.rt, &self.version, &c.object)))
+        }
+    }
+
+    /// The wire line for a change, if this watcher gets one. The common case (same event
+    /// type, stored version, no Table) is serialised once per change and shared by every
+    /// watcher.
+    fn line(
+        &self,
+        c: &Change,
+        table_of: Option<(&ResourceType, &str, &dyn crate::clock::Clock)>,
+    ) -> Option<Bytes> {
+        let kind = self.event_kind(c)?;
+        let direct = table_of.is_none()
+            && kind == c.kind.as_str()
+            && self.rt.stored_as.is_none()
+            && c.object.get("apiVersion").and_then(Value::as_str)
+                == Some(self.rt.api_version(&self.version).as_str());
+        if direct {
+            return Some(
+                c.line
+                    .get_or_init(|| event_line(kind, &c.object, None))
+                    .clone(),
+            );
+        }
+        Some(event_line(
+            kind,
+            &output(&self.rt, &self.version, &c.object),
+            table_of,
+        ))
     }
 }
 
-fn event_line(
+/// One newline-terminated watch event.
+pub fn event_line(
     kind: &str,
     obj: &Value,
     table_of: Option<(&ResourceType, &str, &dyn crate::clock::Clock)>,
@@ -928,8 +956,8 @@ fn watch(
         }
         for c in backlog {
             last_rv = last_rv.max(c.rv);
-            if let Some((kind, obj)) = filter.event(&c)
-                && tx.send(event_line(kind, &obj, t)).await.is_err()
+            if let Some(line) = filter.line(&c, t)
+                && tx.send(line).await.is_err()
             {
                 return;
             }
@@ -953,8 +981,8 @@ fn watch(
                     Ok(c) => {
                         if c.rv <= last_rv && c.rv <= start_rv { continue; }
                         last_rv = last_rv.max(c.rv);
-                        if let Some((kind, obj)) = filter.event(&c)
-                            && tx.send(event_line(kind, &obj, t)).await.is_err() {
+                        if let Some(line) = filter.line(&c, t)
+                            && tx.send(line).await.is_err() {
                             return;
                         }
                     }

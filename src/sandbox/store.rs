@@ -62,6 +62,8 @@ pub struct Change {
     pub object: Arc<Value>,
     /// The object before, for MODIFIED and DELETED.
     pub old: Option<Arc<Value>>,
+    /// The serialised watch line, made once by the first watcher that needs it.
+    pub line: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// One resource's objects and history.
@@ -314,6 +316,22 @@ impl Store {
                 .into_iter()
                 .collect();
         }
+        // The drain's question (pods on a node) is answered from the node index.
+        if key.0.is_empty()
+            && key.1 == "pods"
+            && let Some(node) = fields.exact("spec.nodeName").filter(|n| !n.is_empty())
+        {
+            return self
+                .pods_by_node
+                .get(node)
+                .into_iter()
+                .flatten()
+                .filter(|(n, _)| ns.is_empty() || n == ns)
+                .filter_map(|k| t.objects.get(k))
+                .filter(|o| labels.matches_object(o) && fields.matches(o))
+                .cloned()
+                .collect();
+        }
         t.in_namespace(ns)
             .filter(|(_, o)| labels.matches_object(o) && fields.matches(o))
             .map(|(_, o)| o.clone())
@@ -421,6 +439,7 @@ impl Store {
             kind,
             object: object.clone(),
             old: old.clone(),
+            line: std::sync::OnceLock::new(),
         });
         table.history.push_back(change.clone());
         while table.history.len() > self.history_limit {
@@ -622,8 +641,12 @@ impl Store {
             m.remove("resourceVersion");
             m.remove("selfLink");
         }
-        obj["apiVersion"] = json!(rt.api_version(rt.preferred_version()));
-        obj["kind"] = json!(rt.kind);
+        // A second view (events.k8s.io) stores objects in the form of the resource it views,
+        // which its conversion already produced.
+        if rt.stored_as.is_none() {
+            obj["apiVersion"] = json!(rt.api_version(rt.preferred_version()));
+            obj["kind"] = json!(rt.kind);
+        }
         Ok(())
     }
 

@@ -223,7 +223,142 @@ pub fn table(
                 ]
             }),
         ),
-        ("apps", "deployments" | "replicasets" | "statefulsets") => (
+        ("", "events") | ("events.k8s.io", "events") => (
+            vec![
+                col("Last Seen", "string", "", 0, "Time of the last occurrence."),
+                col(
+                    "Type",
+                    "string",
+                    "",
+                    0,
+                    "Type of this event (Normal, Warning).",
+                ),
+                col("Reason", "string", "", 0, "Why the action was taken."),
+                col("Object", "string", "", 0, "The object this event is about."),
+                col(
+                    "Message",
+                    "string",
+                    "",
+                    0,
+                    "A human-readable description of the status of this operation.",
+                ),
+                col(
+                    "Name",
+                    "string",
+                    "name",
+                    1,
+                    "Name must be unique within a namespace.",
+                ),
+            ],
+            Box::new(move |o| {
+                let core = if o.get("involvedObject").is_some() {
+                    o.clone()
+                } else {
+                    super::events::to_core(o)
+                };
+                let seen = [
+                    "/lastTimestamp",
+                    "/eventTime",
+                    "/series/lastObservedTime",
+                    "/metadata/creationTimestamp",
+                ]
+                .iter()
+                .find_map(|p| str_at(&core, p))
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| human_duration(now.signed_duration_since(t.with_timezone(&Utc))))
+                .unwrap_or_else(|| "<unknown>".into());
+                let object = format!(
+                    "{}/{}",
+                    str_at(&core, "/involvedObject/kind")
+                        .unwrap_or_default()
+                        .to_lowercase(),
+                    str_at(&core, "/involvedObject/name").unwrap_or_default()
+                );
+                vec![
+                    json!(seen),
+                    json!(str_at(&core, "/type").unwrap_or_default()),
+                    json!(str_at(&core, "/reason").unwrap_or_default()),
+                    json!(object),
+                    json!(str_at(&core, "/message").unwrap_or_default()),
+                    json!(name(o)),
+                ]
+            }),
+        ),
+        ("coordination.k8s.io", "leases") => (
+            vec![
+                name_col(),
+                col("Holder", "string", "", 0, "The holder of the lease."),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                vec![
+                    json!(name(o)),
+                    json!(str_at(o, "/spec/holderIdentity").unwrap_or("")),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("apps", "daemonsets") => (
+            vec![
+                name_col(),
+                col(
+                    "Desired",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes that should be running the daemon pod.",
+                ),
+                col(
+                    "Current",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes running at least one daemon pod.",
+                ),
+                col(
+                    "Ready",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
+                ),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = |p: &str| json!(o.pointer(p).and_then(Value::as_i64).unwrap_or(0));
+                vec![
+                    json!(name(o)),
+                    n("/status/desiredNumberScheduled"),
+                    n("/status/currentNumberScheduled"),
+                    n("/status/numberReady"),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("apps", "replicasets") => (
+            vec![
+                name_col(),
+                col("Desired", "integer", "", 0, "Number of desired pods."),
+                col("Current", "integer", "", 0, "Number of actual replicas."),
+                col("Ready", "integer", "", 0, "Number of ready replicas."),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = |p: &str| json!(o.pointer(p).and_then(Value::as_i64).unwrap_or(0));
+                vec![
+                    json!(name(o)),
+                    json!(
+                        o.pointer("/spec/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1)
+                    ),
+                    n("/status/replicas"),
+                    n("/status/readyReplicas"),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("apps", "deployments" | "statefulsets") => (
             vec![
                 name_col(),
                 col("Ready", "string", "", 0, "Number of ready replicas."),
@@ -695,6 +830,27 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][0], json!("x"));
         let cols = t["columnDefinitions"].as_array().unwrap();
         assert_eq!(cols.len(), t["rows"][0]["cells"].as_array().unwrap().len());
+    }
+
+    #[test]
+    fn events_print_their_object_reason_and_message_through_either_api() {
+        let rt = crate::sandbox::resources::builtins()
+            .into_iter()
+            .find(|t| t.group == "events.k8s.io")
+            .unwrap();
+        let new = json!({"metadata": {"name": "e"}, "type": "Normal", "reason": "Drained", "note": "done",
+            "regarding": {"kind": "Node", "name": "n1"}, "eventTime": "2026-01-01T00:00:00.000000Z"});
+        let t = table(&rt, "v1", &[new], "1", &SystemClock);
+        let cells = t["rows"][0]["cells"].as_array().unwrap();
+        assert_eq!(
+            &cells[1..5],
+            [
+                json!("Normal"),
+                json!("Drained"),
+                json!("node/n1"),
+                json!("done")
+            ]
+        );
     }
 
     #[test]
