@@ -484,6 +484,15 @@ async fn eviction_honours_a_pdb_and_replaced_pods_land_on_another_node() {
             .current_healthy,
         2
     );
+    // The ReplicaSet's status counts its pods, as its controller would.
+    let rs = s.get("apps/v1", "ReplicaSet", "default", "web").unwrap();
+    assert_eq!(
+        (
+            rs["spec"]["replicas"].as_i64(),
+            rs["status"]["readyReplicas"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
 }
 
 #[tokio::test]
@@ -553,4 +562,225 @@ async fn events_written_through_one_api_are_read_through_the_other() {
     assert_eq!(c.source.unwrap().component.as_deref(), Some("nmo"));
     let back = new.list(&ListParams::default()).await.unwrap();
     assert_eq!(back.items[0].note.as_deref(), Some("node drained"));
+}
+
+#[tokio::test]
+async fn watches_send_bookmarks_and_end_after_their_timeout() {
+    let s = Sandbox::builder()
+        .bookmark_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap();
+    s.install_crds().unwrap();
+    let api: Api<NodeMaintenance> = Api::all(s.client().unwrap());
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut w = api
+        .watch(&WatchParams::default().timeout(1), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    let mut bookmarks = 0;
+    while let Some(e) = w.try_next().await.unwrap() {
+        if let WatchEvent::Bookmark(b) = e {
+            assert!(!b.metadata.resource_version.is_empty());
+            bookmarks += 1;
+        }
+    }
+    assert!(bookmarks >= 3, "{bookmarks} bookmarks");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn foreground_deletion_waits_for_dependents_and_orphan_keeps_them() {
+    let s = sandbox().await;
+    let client = s.client().unwrap();
+    let api: Api<NodeMaintenance> = Api::all(client.clone());
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client, "default");
+    let owned_lease = |name: &str, owner: &NodeMaintenance, finalizer: bool| {
+        let mut l = json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "nodemaintenance.medik8s.io/v1beta1",
+            "kind": "NodeMaintenance", "name": owner.metadata.name, "uid": owner.metadata.uid, "blockOwnerDeletion": true}]}});
+        if finalizer {
+            l["metadata"]["finalizers"] = json!(["test/hold"]);
+        }
+        serde_json::from_value::<k8s_openapi::api::coordination::v1::Lease>(l).unwrap()
+    };
+    // Foreground: the owner stays (with the foregroundDeletion finalizer) until its dependent
+    // is gone.
+    let fg = api
+        .create(&PostParams::default(), &nm("fg", "n1"))
+        .await
+        .unwrap();
+    leases
+        .create(&PostParams::default(), &owned_lease("held", &fg, true))
+        .await
+        .unwrap();
+    api.delete("fg", &DeleteParams::foreground()).await.unwrap();
+    let o = api.get("fg").await.unwrap();
+    assert!(
+        o.metadata
+            .finalizers
+            .unwrap()
+            .contains(&"foregroundDeletion".to_string())
+    );
+    assert!(
+        leases
+            .get("held")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    leases
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert!(api.get_opt("fg").await.unwrap().is_none());
+    // Orphan: the dependent stays, without the reference.
+    let or = api
+        .create(&PostParams::default(), &nm("or", "n1"))
+        .await
+        .unwrap();
+    leases
+        .create(&PostParams::default(), &owned_lease("kept", &or, false))
+        .await
+        .unwrap();
+    api.delete("or", &DeleteParams::orphan()).await.unwrap();
+    let kept = leases.get("kept").await.unwrap();
+    assert!(
+        kept.metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    // dryRun deletes nothing.
+    api.create(&PostParams::default(), &nm("dry", "n1"))
+        .await
+        .unwrap();
+    api.delete(
+        "dry",
+        &DeleteParams {
+            dry_run: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(api.get_opt("dry").await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn a_streaming_list_watcher_gets_its_initial_events_and_then_changes() {
+    let s = sandbox().await;
+    let api: Api<NodeMaintenance> = Api::all(s.client().unwrap());
+    api.create(&PostParams::default(), &nm("a", "n1"))
+        .await
+        .unwrap();
+    let (reader, writer) = reflector::store::<NodeMaintenance>();
+    let stream = reflector::reflector(
+        writer,
+        watcher(api.clone(), watcher::Config::default().streaming_lists()),
+    )
+    .applied_objects();
+    let task = tokio::spawn(async move { stream.for_each(|_| async {}).await });
+    reader.wait_until_ready().await.unwrap();
+    assert_eq!(reader.state().len(), 1);
+    api.create(&PostParams::default(), &nm("b", "n1"))
+        .await
+        .unwrap();
+    eventually(10, "the streamed reflector to see b", || {
+        let n = reader.state().len();
+        async move { (n == 2).then_some(()) }
+    })
+    .await;
+    task.abort();
+}
+
+#[tokio::test]
+async fn kube_runtimes_finalizer_helper_adds_and_removes_its_finalizer() {
+    use kube::runtime::controller::Action;
+    use kube::runtime::finalizer::{Event, finalizer};
+    use std::sync::Arc;
+    let s = sandbox().await;
+    let api: Api<NodeMaintenance> = Api::all(s.client().unwrap());
+    api.create(&PostParams::default(), &nm("a", "n1"))
+        .await
+        .unwrap();
+    let reconcile = |event: Event<NodeMaintenance>| async move {
+        match event {
+            Event::Apply(_) | Event::Cleanup(_) => Ok::<_, kube::Error>(Action::await_change()),
+        }
+    };
+    // First pass adds the finalizer (JSON patch: test absent, add).
+    let obj = Arc::new(api.get("a").await.unwrap());
+    finalizer(&api, "nmo.test/cleanup", obj, reconcile)
+        .await
+        .unwrap();
+    let obj = api.get("a").await.unwrap();
+    assert_eq!(
+        obj.metadata.finalizers.as_deref(),
+        Some(&["nmo.test/cleanup".to_string()][..])
+    );
+    // Second pass applies.
+    finalizer(&api, "nmo.test/cleanup", Arc::new(obj), reconcile)
+        .await
+        .unwrap();
+    // Delete: the object waits; cleanup removes the finalizer and the object goes.
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    let obj = Arc::new(api.get("a").await.unwrap());
+    finalizer(&api, "nmo.test/cleanup", obj, reconcile)
+        .await
+        .unwrap();
+    assert!(api.get_opt("a").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn kube_runtimes_event_recorder_creates_then_counts_a_series() {
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let s = sandbox().await;
+    s.add_node("n1", &[]).unwrap();
+    let client = s.client().unwrap();
+    let node: Node = Api::<Node>::all(client.clone()).get("n1").await.unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "nmo".into(),
+            instance: Some("nmo-0".into()),
+        },
+    );
+    let ev = Event {
+        type_: EventType::Normal,
+        reason: "Cordoned".into(),
+        note: Some("node cordoned for maintenance".into()),
+        action: "Cordon".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&node, &());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap();
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client, "default");
+    let list = core
+        .list(&ListParams::default().fields("involvedObject.name=n1"))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1);
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("Cordoned"));
+    assert_eq!(e.count, Some(2));
+    assert_eq!(e.source.as_ref().unwrap().component.as_deref(), Some("nmo"));
 }

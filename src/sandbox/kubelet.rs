@@ -216,6 +216,16 @@ impl Store {
             changed.push(o);
         }
         self.refresh_pdbs_for(&ns, &changed);
+        for p in &changed {
+            if let Some(owner) = Self::controller_ref(p) {
+                let uid = owner
+                    .get("uid")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                self.refresh_workload_status(&uid);
+            }
+        }
         let was_terminating = c
             .old
             .as_deref()
@@ -226,6 +236,66 @@ impl Store {
             self.replace_pod(obj, c.kind == ChangeType::Deleted);
         } else if self.workload_controllers && c.kind == ChangeType::Deleted {
             self.replace_daemon_pod(obj);
+        }
+    }
+
+    /// Keep a ReplicaSet's, StatefulSet's or DaemonSet's status counts current, as their
+    /// controllers do.
+    fn refresh_workload_status(&mut self, owner_uid: &str) {
+        let Some(key) = self.key_of_uid(owner_uid) else {
+            return;
+        };
+        if key.gr.0 != "apps" {
+            return;
+        }
+        let Some(owner) = self.get(&key.gr, &key.ns, &key.name) else {
+            return;
+        };
+        let pods: Vec<Arc<Value>> = self
+            .dependents(owner_uid)
+            .into_iter()
+            .filter(|k| k.gr.0.is_empty() && k.gr.1 == "pods")
+            .filter_map(|k| self.get(&k.gr, &k.ns, &k.name))
+            .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
+            .collect();
+        let total = pods.len() as i64;
+        let ready = pods.iter().filter(|p| pdb::pod_healthy(p)).count() as i64;
+        let generation = owner
+            .pointer("/metadata/generation")
+            .cloned()
+            .unwrap_or(json!(1));
+        let mut status = owner
+            .get("status")
+            .cloned()
+            .filter(Value::is_object)
+            .unwrap_or(json!({}));
+        match key.gr.1.as_str() {
+            "replicasets" | "statefulsets" => {
+                status["replicas"] = json!(total);
+                status["readyReplicas"] = json!(ready);
+                status["availableReplicas"] = json!(ready);
+                if key.gr.1 == "replicasets" {
+                    status["fullyLabeledReplicas"] = json!(total);
+                } else {
+                    status["currentReplicas"] = json!(total);
+                    status["updatedReplicas"] = json!(total);
+                }
+            }
+            "daemonsets" => {
+                status["currentNumberScheduled"] = json!(total);
+                status["desiredNumberScheduled"] = json!(total);
+                status["numberReady"] = json!(ready);
+                status["numberAvailable"] = json!(ready);
+                status["updatedNumberScheduled"] = json!(total);
+                status["numberMisscheduled"] = json!(0);
+            }
+            _ => return,
+        }
+        status["observedGeneration"] = generation;
+        if owner.get("status") != Some(&status) {
+            let mut o = (*owner).clone();
+            o["status"] = status;
+            self.commit(&key, Some(o));
         }
     }
 
@@ -365,45 +435,31 @@ impl Store {
                 }
             }
         }
-        if self.workload_controllers {
+        let schedulable = |n: &Value| {
+            node_ready(n) && n.pointer("/spec/unschedulable").and_then(Value::as_bool) != Some(true)
+        };
+        let became_schedulable =
+            schedulable(node) && c.old.as_deref().is_none_or(|o| !schedulable(o));
+        if self.workload_controllers && became_schedulable {
             self.schedule_pending();
         }
     }
 
     /// (namespace, name) of the pods bound to a node.
     pub fn pods_on_node(&self, node: &str) -> Vec<(String, String)> {
-        self.tables
-            .get(&gr("", "pods"))
-            .map(|t| {
-                t.objects
-                    .iter()
-                    .filter(|(_, p)| {
-                        p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)
-                    })
-                    .map(|(k, _)| k.clone())
-                    .collect()
-            })
+        self.pods_by_node
+            .get(node)
+            .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
     }
 
     /// The scheduler: bind pending pods to schedulable nodes.
     fn schedule_pending(&mut self) {
         let pending: Vec<Arc<Value>> = self
-            .tables
-            .get(&gr("", "pods"))
-            .map(|t| {
-                t.objects
-                    .values()
-                    .filter(|p| {
-                        p.pointer("/spec/nodeName")
-                            .and_then(Value::as_str)
-                            .is_none_or(str::is_empty)
-                            && p.pointer("/metadata/deletionTimestamp").is_none()
-                    })
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default();
+            .pending_pods
+            .iter()
+            .filter_map(|(ns, name)| self.get(&gr("", "pods"), ns, name))
+            .collect();
         for p in pending {
             if let Some(n) = self.pick_node(&p, None) {
                 let mut p2 = (*p).clone();
@@ -417,19 +473,6 @@ impl Store {
                 self.commit(&key, Some(p2));
             }
         }
-    }
-
-    fn key_of_uid(&self, uid: &str) -> Option<ObjKey> {
-        self.tables.iter().find_map(|(g, t)| {
-            t.objects
-                .iter()
-                .find(|(_, o)| uid_of(o) == Some(uid))
-                .map(|((ns, name), _)| ObjKey {
-                    gr: g.clone(),
-                    ns: ns.clone(),
-                    name: name.clone(),
-                })
-        })
     }
 
     fn refresh_pdbs_for(&mut self, ns: &str, pods: &[&Value]) {

@@ -330,7 +330,8 @@ pub struct NewPod {
 }
 
 impl NewPod {
-    /// A Ready pod in `default`, on no node yet.
+    /// A Ready pod in `default`, on no node yet. An empty name is generated from the owner's
+    /// name, as controllers do (`web-x7k2q`).
     pub fn new(name: &str) -> Self {
         NewPod {
             name: name.into(),
@@ -441,10 +442,9 @@ impl Sandbox {
             cluster["certificate-authority-data"] =
                 json!(base64::engine::general_purpose::STANDARD.encode(pem));
         }
-        let user = match &self.token {
-            Some(t) => json!({"token": t}),
-            None => json!({}),
-        };
+        // kubectl prompts for a username when a user has no credentials at all: without a
+        // configured token the sandbox accepts any, so write a placeholder.
+        let user = json!({"token": self.token.as_deref().unwrap_or("nmo-sandbox-anonymous")});
         let cfg = json!({"apiVersion": "v1", "kind": "Config", "preferences": {},
             "clusters": [{"name": "nmo-sandbox", "cluster": cluster}],
             "users": [{"name": "nmo-sandbox", "user": user}],
@@ -649,7 +649,7 @@ impl Store {
             .to_string();
         let name = store::name_of(&obj).to_string();
         let what = format!("{kind} {name:?}");
-        let rt = self.type_of_kind(&api_version, &kind).ok_or_else(|| {
+        let mut rt = self.type_of_kind(&api_version, &kind).ok_or_else(|| {
             SandboxError::api(
                 &what,
                 ApiError::bad_request(format!(
@@ -657,6 +657,13 @@ impl Store {
                 )),
             )
         })?;
+        let mut api_version = api_version;
+        if rt.stored_as.is_some() {
+            // events.k8s.io Events are stored as core Events.
+            obj = events::to_core(&obj);
+            api_version = "v1".into();
+            rt = self.type_of("", "events").expect("built in");
+        }
         let ns = if rt.namespaced {
             let ns = store::namespace_of(&obj);
             if ns.is_empty() {
@@ -794,6 +801,14 @@ impl Store {
             meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind, "name": owner,
                 "uid": store::uid_of(&owner_obj).unwrap_or_default(), "controller": true, "blockOwnerDeletion": true}]);
             meta["generateName"] = json!(format!("{owner}-"));
+        }
+        if p.name.is_empty() {
+            if let Some(m) = meta.as_object_mut() {
+                m.remove("name");
+            }
+            if meta.get("generateName").is_none() {
+                meta["generateName"] = json!("pod-");
+            }
         }
         let mut spec =
             json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]});

@@ -95,10 +95,24 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 }
 
 /// Apply an RFC 6902 JSON patch (with `test`). The error is worded for a 422 answer.
+///
+/// As in kube-apiserver (evanphx/json-patch), a `test` of a missing path against `null`
+/// passes: kube-runtime's finalizer helper relies on it when adding the first finalizer.
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
     let p: json_patch::Patch =
         serde_json::from_value(patch.clone()).map_err(|e| format!("invalid JSON patch: {e}"))?;
-    json_patch::patch(target, &p).map_err(|e| e.to_string())
+    let mut work = target.clone();
+    for op in p.0 {
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && work.pointer(t.path.as_str()).is_none_or(Value::is_null)
+        {
+            continue;
+        }
+        json_patch::patch(&mut work, &[op]).map_err(|e| e.to_string())?;
+    }
+    *target = work;
+    Ok(())
 }
 
 /// Apply a strategic merge patch, honouring `$patch`, `$retainKeys`,
@@ -907,6 +921,16 @@ mod tests {
         assert_eq!(v, json!({"metadata": {"finalizers": []}}));
         let bad = json!([{"op": "test", "path": "/metadata/finalizers", "value": ["a"]}]);
         assert!(json_patch(&mut v, &bad).is_err());
+        // kube-runtime's first finalizer: test that the list is absent, then add it.
+        let mut fresh = json!({"metadata": {}});
+        let add = json!([{"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
+        json_patch(&mut fresh, &add).unwrap();
+        assert_eq!(fresh, json!({"metadata": {"finalizers": ["f"]}}));
+        // A failing op leaves the target untouched.
+        let half = json!([{"op": "add", "path": "/x", "value": 1}, {"op": "test", "path": "/x", "value": 2}]);
+        assert!(json_patch(&mut fresh, &half).is_err());
+        assert!(fresh.get("x").is_none());
     }
 
     #[test]
@@ -1003,5 +1027,43 @@ mod tests {
             schema_list_kind(&schema, &["metadata", "finalizers"]),
             ListKind::Set
         );
+    }
+
+    fn small_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            (0i64..5).prop_map(Value::from),
+            "[a-c]{0,2}".prop_map(Value::from)
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                proptest::collection::btree_map("[a-d]", inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_field_set_survives_its_fields_v1_encoding(
+            spec in proptest::collection::btree_map("[a-d]", small_json(), 0..4),
+        ) {
+            let obj = json!({"metadata": {"labels": {"a": "b"}}, "spec": Value::Object(spec.into_iter().collect())});
+            let set = field_set(&obj, Scope::Main { has_status: true }, &builtin_list_kind);
+            proptest::prop_assert_eq!(from_fields_v1(&to_fields_v1(&set)), set);
+        }
+
+        #[test]
+        fn applying_the_same_configuration_twice_changes_nothing(
+            spec in proptest::collection::btree_map("[a-d]", small_json(), 0..4),
+        ) {
+            let applied = json!({"metadata": {"name": "x"}, "spec": Value::Object(spec.into_iter().collect())});
+            let once = server_side_apply(None, &applied, &ctx("m"), false, &builtin_list_kind).unwrap();
+            let twice = server_side_apply(Some(&once), &applied, &ctx("m"), false, &builtin_list_kind).unwrap();
+            proptest::prop_assert_eq!(once, twice);
+        }
     }
 }

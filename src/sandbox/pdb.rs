@@ -152,4 +152,25 @@ mod tests {
         assert!(!pod_healthy(&term));
         assert!(!pod_healthy(&json!({"status": {"phase": "Pending"}})));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn allowed_disruptions_never_exceed_healthy_pods_nor_go_negative(
+            healthy in 0usize..20, terminating in 0usize..5, replicas in 0i64..25,
+            min in proptest::option::of(0i64..25), max_pct in proptest::option::of(0i64..101),
+        ) {
+            let spec = match (min, max_pct) {
+                (Some(m), _) => json!({"minAvailable": m}),
+                (None, Some(p)) => json!({"maxUnavailable": format!("{p}%")}),
+                (None, None) => json!({}),
+            };
+            let b = budget(&spec, &pods(healthy, terminating, Some("rs")), &[("rs".to_string(), replicas)]);
+            proptest::prop_assert!(b.disruptions_allowed >= 0);
+            proptest::prop_assert!(b.disruptions_allowed <= b.current_healthy);
+            proptest::prop_assert_eq!(b.current_healthy, healthy as i64);
+            if let Some(m) = min {
+                proptest::prop_assert_eq!(b.disruptions_allowed, (healthy as i64 - m).max(0));
+            }
+        }
+    }
 }

@@ -257,21 +257,38 @@ impl FieldSelector {
     /// `status.phase`, `involvedObject.name` and the like; a missing field reads as "".
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|t| {
-            let actual = field_value(obj, &t.field);
-            (actual == t.value) != t.negated
+            let equal = match field_ref(obj, &t.field) {
+                Some(Value::String(s)) => *s == t.value,
+                None | Some(Value::Null) => t.value.is_empty(),
+                Some(other) => field_string(other) == t.value,
+            };
+            equal != t.negated
         })
     }
+
+    /// The exact value asked for a field (`field=value`), if any.
+    pub fn exact(&self, field: &str) -> Option<&str> {
+        self.terms
+            .iter()
+            .find(|t| t.field == field && !t.negated)
+            .map(|t| t.value.as_str())
+    }
+}
+
+fn field_ref<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = obj;
+    for seg in path.split('.') {
+        cur = cur.get(seg)?;
+    }
+    Some(cur)
 }
 
 /// The string value of a dotted field path, "" when absent.
 pub fn field_value(obj: &Value, path: &str) -> String {
-    let mut cur = obj;
-    for seg in path.split('.') {
-        match cur.get(seg) {
-            Some(v) => cur = v,
-            None => return String::new(),
-        }
-    }
+    field_ref(obj, path).map(field_string).unwrap_or_default()
+}
+
+fn field_string(cur: &Value) -> String {
     match cur {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

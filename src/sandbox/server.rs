@@ -241,8 +241,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         (&Method::GET, None) if query.flag("watch") => "watch",
         (&Method::GET, None) => "list",
         (&Method::POST, _) => "create",
-        (&Method::PUT, _) => "update",
-        (&Method::PATCH, _) => "patch",
+        (&Method::PUT, Some(_)) => "update",
+        (&Method::PATCH, Some(_)) => "patch",
         (&Method::DELETE, Some(_)) => "delete",
         (&Method::DELETE, None) => "deletecollection",
         _ => return Err(ApiError::method_not_allowed()),
@@ -535,6 +535,16 @@ fn patch_object(
         .clone()
         .ok_or_else(ApiError::method_not_allowed)?;
     let ct = content_type.split(';').next().unwrap_or("").trim();
+    if !matches!(
+        ct,
+        "application/apply-patch+yaml"
+            | "application/apply-patch+json"
+            | "application/merge-patch+json"
+            | "application/json-patch+json"
+            | "application/strategic-merge-patch+json"
+    ) {
+        return Err(ApiError::unsupported_media_type(ct));
+    }
     let lists = Store::list_oracle(rt, &target.version);
     let existing = store.get(&rt.store_key(), &target.ns, &name);
     let invalid_patch = |msg: String| {
@@ -785,9 +795,9 @@ impl WatchFilter {
 
     /// The event a change makes for this watcher, if any: an object that starts matching is
     /// ADDED, one that stops is DELETED.
-    fn event(&self, c: &Change) -> Option<(&'static str, Value)> {
+    fn event_kind(&self, c: &Change) -> Option<&'static str> {
         let now = self.matches(&c.object);
-        let kind = match c.kind {
+        match c.kind {
             ChangeType::Added => now.then_some("ADDED"),
             ChangeType::Deleted => now.then_some("DELETED"),
             ChangeType::Modified => {
@@ -799,12 +809,40 @@ impl WatchFilter {
                     (false, false) => None,
                 }
             }
-        }?;
-        Some((kind, output(&self.rt, &self.version, &c.object)))
+        }
+    }
+
+    /// The wire line for a change, if this watcher gets one. The common case (same event
+    /// type, stored version, no Table) is serialised once per change and shared by every
+    /// watcher.
+    fn line(
+        &self,
+        c: &Change,
+        table_of: Option<(&ResourceType, &str, &dyn crate::clock::Clock)>,
+    ) -> Option<Bytes> {
+        let kind = self.event_kind(c)?;
+        let direct = table_of.is_none()
+            && kind == c.kind.as_str()
+            && self.rt.stored_as.is_none()
+            && c.object.get("apiVersion").and_then(Value::as_str)
+                == Some(self.rt.api_version(&self.version).as_str());
+        if direct {
+            return Some(
+                c.line
+                    .get_or_init(|| event_line(kind, &c.object, None))
+                    .clone(),
+            );
+        }
+        Some(event_line(
+            kind,
+            &output(&self.rt, &self.version, &c.object),
+            table_of,
+        ))
     }
 }
 
-fn event_line(
+/// One newline-terminated watch event.
+pub fn event_line(
     kind: &str,
     obj: &Value,
     table_of: Option<(&ResourceType, &str, &dyn crate::clock::Clock)>,
@@ -918,8 +956,8 @@ fn watch(
         }
         for c in backlog {
             last_rv = last_rv.max(c.rv);
-            if let Some((kind, obj)) = filter.event(&c)
-                && tx.send(event_line(kind, &obj, t)).await.is_err()
+            if let Some(line) = filter.line(&c, t)
+                && tx.send(line).await.is_err()
             {
                 return;
             }
@@ -943,8 +981,8 @@ fn watch(
                     Ok(c) => {
                         if c.rv <= last_rv && c.rv <= start_rv { continue; }
                         last_rv = last_rv.max(c.rv);
-                        if let Some((kind, obj)) = filter.event(&c)
-                            && tx.send(event_line(kind, &obj, t)).await.is_err() {
+                        if let Some(line) = filter.line(&c, t)
+                            && tx.send(line).await.is_err() {
                             return;
                         }
                     }

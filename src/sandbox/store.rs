@@ -62,6 +62,8 @@ pub struct Change {
     pub object: Arc<Value>,
     /// The object before, for MODIFIED and DELETED.
     pub old: Option<Arc<Value>>,
+    /// The serialised watch line, made once by the first watcher that needs it.
+    pub line: std::sync::OnceLock<bytes::Bytes>,
 }
 
 /// One resource's objects and history.
@@ -162,6 +164,10 @@ pub struct Store {
     owners: HashMap<String, BTreeSet<ObjKey>>,
     /// Non-terminated pods per node, for the sandbox scheduler.
     pub pods_per_node: HashMap<String, usize>,
+    /// Every pod bound to a node, by node: (namespace, name).
+    pub pods_by_node: HashMap<String, BTreeSet<(String, String)>>,
+    /// Pods waiting for a node: (namespace, name).
+    pub pending_pods: BTreeSet<(String, String)>,
     history_limit: usize,
     /// Source of timestamps.
     pub clock: Arc<dyn Clock>,
@@ -195,6 +201,8 @@ impl Store {
             uids: HashMap::new(),
             owners: HashMap::new(),
             pods_per_node: HashMap::new(),
+            pods_by_node: HashMap::new(),
+            pending_pods: BTreeSet::new(),
             history_limit,
             clock,
             speed,
@@ -308,6 +316,22 @@ impl Store {
                 .into_iter()
                 .collect();
         }
+        // The drain's question (pods on a node) is answered from the node index.
+        if key.0.is_empty()
+            && key.1 == "pods"
+            && let Some(node) = fields.exact("spec.nodeName").filter(|n| !n.is_empty())
+        {
+            return self
+                .pods_by_node
+                .get(node)
+                .into_iter()
+                .flatten()
+                .filter(|(n, _)| ns.is_empty() || n == ns)
+                .filter_map(|k| t.objects.get(k))
+                .filter(|o| labels.matches_object(o) && fields.matches(o))
+                .cloned()
+                .collect();
+        }
         t.in_namespace(ns)
             .filter(|(_, o)| labels.matches_object(o) && fields.matches(o))
             .map(|(_, o)| o.clone())
@@ -415,6 +439,7 @@ impl Store {
             kind,
             object: object.clone(),
             old: old.clone(),
+            line: std::sync::OnceLock::new(),
         });
         table.history.push_back(change.clone());
         while table.history.len() > self.history_limit {
@@ -467,12 +492,43 @@ impl Store {
             if let Some(n) = new.and_then(counted) {
                 *self.pods_per_node.entry(n).or_default() += 1;
             }
+            let bound = |v: &Value| {
+                v.pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            };
+            let pk = (key.ns.clone(), key.name.clone());
+            if let Some(n) = old.and_then(bound)
+                && let Some(set) = self.pods_by_node.get_mut(&n)
+            {
+                set.remove(&pk);
+                if set.is_empty() {
+                    self.pods_by_node.remove(&n);
+                }
+            }
+            let pending = new.is_some_and(|v| {
+                bound(v).is_none_or(|n| n.is_empty())
+                    && v.pointer("/metadata/deletionTimestamp").is_none()
+            });
+            if pending {
+                self.pending_pods.insert(pk.clone());
+            } else {
+                self.pending_pods.remove(&pk);
+            }
+            if let Some(n) = new.and_then(bound) {
+                self.pods_by_node.entry(n).or_default().insert(pk);
+            }
         }
     }
 
     /// Does an object with this uid exist?
     pub fn uid_exists(&self, uid: &str) -> bool {
         self.uids.contains_key(uid)
+    }
+
+    /// Where the object with this uid lives.
+    pub fn key_of_uid(&self, uid: &str) -> Option<ObjKey> {
+        self.uids.get(uid).cloned()
     }
 
     /// The objects that name this uid as an owner.
@@ -585,8 +641,12 @@ impl Store {
             m.remove("resourceVersion");
             m.remove("selfLink");
         }
-        obj["apiVersion"] = json!(rt.api_version(rt.preferred_version()));
-        obj["kind"] = json!(rt.kind);
+        // A second view (events.k8s.io) stores objects in the form of the resource it views,
+        // which its conversion already produced.
+        if rt.stored_as.is_none() {
+            obj["apiVersion"] = json!(rt.api_version(rt.preferred_version()));
+            obj["kind"] = json!(rt.kind);
+        }
         Ok(())
     }
 

@@ -223,7 +223,142 @@ pub fn table(
                 ]
             }),
         ),
-        ("apps", "deployments" | "replicasets" | "statefulsets") => (
+        ("", "events") | ("events.k8s.io", "events") => (
+            vec![
+                col("Last Seen", "string", "", 0, "Time of the last occurrence."),
+                col(
+                    "Type",
+                    "string",
+                    "",
+                    0,
+                    "Type of this event (Normal, Warning).",
+                ),
+                col("Reason", "string", "", 0, "Why the action was taken."),
+                col("Object", "string", "", 0, "The object this event is about."),
+                col(
+                    "Message",
+                    "string",
+                    "",
+                    0,
+                    "A human-readable description of the status of this operation.",
+                ),
+                col(
+                    "Name",
+                    "string",
+                    "name",
+                    1,
+                    "Name must be unique within a namespace.",
+                ),
+            ],
+            Box::new(move |o| {
+                let core = if o.get("involvedObject").is_some() {
+                    o.clone()
+                } else {
+                    super::events::to_core(o)
+                };
+                let seen = [
+                    "/lastTimestamp",
+                    "/eventTime",
+                    "/series/lastObservedTime",
+                    "/metadata/creationTimestamp",
+                ]
+                .iter()
+                .find_map(|p| str_at(&core, p))
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| human_duration(now.signed_duration_since(t.with_timezone(&Utc))))
+                .unwrap_or_else(|| "<unknown>".into());
+                let object = format!(
+                    "{}/{}",
+                    str_at(&core, "/involvedObject/kind")
+                        .unwrap_or_default()
+                        .to_lowercase(),
+                    str_at(&core, "/involvedObject/name").unwrap_or_default()
+                );
+                vec![
+                    json!(seen),
+                    json!(str_at(&core, "/type").unwrap_or_default()),
+                    json!(str_at(&core, "/reason").unwrap_or_default()),
+                    json!(object),
+                    json!(str_at(&core, "/message").unwrap_or_default()),
+                    json!(name(o)),
+                ]
+            }),
+        ),
+        ("coordination.k8s.io", "leases") => (
+            vec![
+                name_col(),
+                col("Holder", "string", "", 0, "The holder of the lease."),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                vec![
+                    json!(name(o)),
+                    json!(str_at(o, "/spec/holderIdentity").unwrap_or("")),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("apps", "daemonsets") => (
+            vec![
+                name_col(),
+                col(
+                    "Desired",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes that should be running the daemon pod.",
+                ),
+                col(
+                    "Current",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes running at least one daemon pod.",
+                ),
+                col(
+                    "Ready",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
+                ),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = |p: &str| json!(o.pointer(p).and_then(Value::as_i64).unwrap_or(0));
+                vec![
+                    json!(name(o)),
+                    n("/status/desiredNumberScheduled"),
+                    n("/status/currentNumberScheduled"),
+                    n("/status/numberReady"),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("apps", "replicasets") => (
+            vec![
+                name_col(),
+                col("Desired", "integer", "", 0, "Number of desired pods."),
+                col("Current", "integer", "", 0, "Number of actual replicas."),
+                col("Ready", "integer", "", 0, "Number of ready replicas."),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = |p: &str| json!(o.pointer(p).and_then(Value::as_i64).unwrap_or(0));
+                vec![
+                    json!(name(o)),
+                    json!(
+                        o.pointer("/spec/replicas")
+                            .and_then(Value::as_i64)
+                            .unwrap_or(1)
+                    ),
+                    n("/status/replicas"),
+                    n("/status/readyReplicas"),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("apps", "deployments" | "statefulsets") => (
             vec![
                 name_col(),
                 col("Ready", "string", "", 0, "Number of ready replicas."),
@@ -264,12 +399,35 @@ pub fn table(
             if pcs.is_empty() {
                 columns.push(col("Age", "date", "", 0, "CreationTimestamp is a timestamp representing the server time when this object was created."));
             }
-            custom_cells(columns, pcs)
+            custom_cells(columns, pcs, now)
         }
         _ => (
             vec![name_col(), age_col()],
             Box::new(move |o| vec![json!(name(o)), json!(age(o, now))]),
         ),
+    };
+    let (columns, cells) = if rt.plural == "customresourcedefinitions" {
+        let created: Cells = Box::new(|o: &Value| {
+            vec![
+                json!(name(o)),
+                json!(str_at(o, "/metadata/creationTimestamp").unwrap_or("<unknown>")),
+            ]
+        });
+        (
+            vec![
+                name_col(),
+                col(
+                    "Created At",
+                    "date",
+                    "",
+                    0,
+                    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+                ),
+            ],
+            created,
+        )
+    } else {
+        (columns, cells)
     };
     let rows: Vec<Value> = objects
         .iter()
@@ -281,14 +439,18 @@ pub fn table(
 
 type Cells = Box<dyn Fn(&Value) -> Vec<Value>>;
 
-fn custom_cells(columns: Vec<Value>, pcs: Vec<PrinterColumn>) -> (Vec<Value>, Cells) {
+fn custom_cells(
+    columns: Vec<Value>,
+    pcs: Vec<PrinterColumn>,
+    now: DateTime<Utc>,
+) -> (Vec<Value>, Cells) {
     let custom_age = pcs.is_empty();
     (
         columns,
         Box::new(move |o| {
             let mut cells = vec![json!(name(o))];
             for c in &pcs {
-                cells.push(cell(&c.type_, &jsonpath(o, &c.json_path)));
+                cells.push(cell(&c.type_, &jsonpath(o, &c.json_path), now));
             }
             if custom_age {
                 cells.push(
@@ -303,10 +465,16 @@ fn custom_cells(columns: Vec<Value>, pcs: Vec<PrinterColumn>) -> (Vec<Value>, Ce
 }
 
 /// A printer-column cell from JSONPath results: none is null, one is typed, many are joined.
-fn cell(type_: &str, results: &[Value]) -> Value {
+fn cell(type_: &str, results: &[Value], now: DateTime<Utc>) -> Value {
     match results {
         [] => Value::Null,
         [one] => match (type_, one) {
+            ("date", Value::String(s)) => match DateTime::parse_from_rfc3339(s) {
+                Ok(t) => json!(human_duration(
+                    now.signed_duration_since(t.with_timezone(&Utc))
+                )),
+                Err(_) => json!(s),
+            },
             ("integer", Value::Number(n)) => json!(n.as_i64().unwrap_or_default()),
             ("number", Value::Number(n)) => json!(n.as_f64().unwrap_or_default()),
             ("boolean", Value::Bool(b)) => json!(b),
@@ -662,6 +830,27 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"][0], json!("x"));
         let cols = t["columnDefinitions"].as_array().unwrap();
         assert_eq!(cols.len(), t["rows"][0]["cells"].as_array().unwrap().len());
+    }
+
+    #[test]
+    fn events_print_their_object_reason_and_message_through_either_api() {
+        let rt = crate::sandbox::resources::builtins()
+            .into_iter()
+            .find(|t| t.group == "events.k8s.io")
+            .unwrap();
+        let new = json!({"metadata": {"name": "e"}, "type": "Normal", "reason": "Drained", "note": "done",
+            "regarding": {"kind": "Node", "name": "n1"}, "eventTime": "2026-01-01T00:00:00.000000Z"});
+        let t = table(&rt, "v1", &[new], "1", &SystemClock);
+        let cells = t["rows"][0]["cells"].as_array().unwrap();
+        assert_eq!(
+            &cells[1..5],
+            [
+                json!("Normal"),
+                json!("Drained"),
+                json!("node/n1"),
+                json!("done")
+            ]
+        );
     }
 
     #[test]

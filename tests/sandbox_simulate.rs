@@ -1,0 +1,79 @@
+//! `nmo simulate --serve`: a seeded sandbox that kubectl can point at, until SIGTERM.
+
+use std::time::Duration;
+use tokio::process::Command;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_serves_a_seeded_sandbox_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let child = Command::new(env!("CARGO_BIN_EXE_nmo"))
+        .args([
+            "simulate",
+            "--serve",
+            "--nodes",
+            "4",
+            "--no-controllers",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !kubeconfig.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no kubeconfig written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kubectl = |args: &[&str]| {
+        let mut c = Command::new("kubectl");
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("KUBECONFIG", &kubeconfig);
+        c
+    };
+    let out = kubectl(&["get", "nodes", "-o", "name"])
+        .output()
+        .await
+        .expect("kubectl must be on the PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4);
+    let out = kubectl(&["get", "pods", "-A", "-o", "name"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4 * 3);
+    let out = kubectl(&["get", "crd", "-o", "name"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("sandbox serving at https://127.0.0.1:"),
+        "{log}"
+    );
+    assert!(log.contains("controllers: off (--no-controllers)"), "{log}");
+}
