@@ -478,7 +478,6 @@ async fn a_maintenance_created_by_a_window_gets_no_node_owner() {
             block_owner_deletion: Some(true),
         },
     ]);
-    with_finalizer_for_sandbox(&mut nm);
     c.nms().create(&PostParams::default(), &nm).await.unwrap();
     let nm = c
         .wait_phase("w-worker-1", MaintenancePhase::Succeeded, T)
