@@ -28,11 +28,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    runtime.block_on(async {
+    let kubectl_ok = runtime.block_on(async {
         cordon_latency().await;
-        drain_110_pods(0).await;
-        drain_110_pods(2).await;
+        drain_110_pods(0).await & drain_110_pods(2).await
     });
+    if !kubectl_ok {
+        // The figures above are printed; the comparison is incomplete.
+        std::process::exit(1);
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -99,7 +102,8 @@ async fn populate(c: &Cluster, node: &str, grace: i64) {
     }
 }
 
-async fn drain_110_pods(grace: i64) {
+/// Returns whether kubectl could drain its node.
+async fn drain_110_pods(grace: i64) -> bool {
     let c = cluster().await;
     c.add_node("spare").await; // where the ReplicaSets put replacements
     populate(&c, "nmo-node", grace).await;
@@ -147,17 +151,20 @@ async fn drain_110_pods(grace: i64) {
     .expect("kubectl ran");
     let kubectl_time = started.elapsed();
     if !out.status.success() {
-        panic!(
-            "kubectl drain failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        println!(
+            "drain of {PODS} pods (grace {grace} s): nmo {:.0} ms ({left} pods left); kubectl drain FAILED against the sandbox after {:.0} ms: {}",
+            ms(nmo_time),
+            ms(kubectl_time),
+            String::from_utf8_lossy(&out.stderr).trim()
         );
+        return false;
     }
     let kubectl_left = c.pods_on("kubectl-node").await.len();
-
     println!(
         "drain of {PODS} pods (grace {grace} s): nmo {:.0} ms ({left} pods left), kubectl drain {:.0} ms ({kubectl_left} pods left); nmo/kubectl = {:.2} (target <= 1)",
         ms(nmo_time),
         ms(kubectl_time),
         nmo_time.as_secs_f64() / kubectl_time.as_secs_f64()
     );
+    true
 }

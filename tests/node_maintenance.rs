@@ -478,12 +478,34 @@ async fn a_maintenance_created_by_a_window_gets_no_node_owner() {
             block_owner_deletion: Some(true),
         },
     ]);
-    with_finalizer_for_sandbox(&mut nm);
     c.nms().create(&PostParams::default(), &nm).await.unwrap();
     let nm = c
         .wait_phase("w-worker-1", MaintenancePhase::Succeeded, T)
         .await;
     assert_eq!(nm.owner_references().len(), 1);
     assert_eq!(nm.owner_references()[0].kind, "MaintenanceWindow");
+    ctl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_the_node_garbage_collects_its_ad_hoc_maintenance_and_cleans_the_lease() {
+    let c = cluster().await;
+    c.add_node("worker-1").await;
+    let ctl = c.start_controller(test_config());
+    c.create_nm("nm-1", "worker-1").await;
+    c.wait_nm("nm-1", "owned by its node", T, |nm| {
+        nm.owner_references().iter().any(|o| o.kind == "Node")
+            && nm.status.as_ref().and_then(|s| s.phase) == Some(MaintenancePhase::Succeeded)
+    })
+    .await;
+    assert!(c.leases().get_opt("node-worker-1").await.unwrap().is_some());
+    c.sandbox.remove_node("worker-1").expect("node removed");
+    // Kubernetes collects the NodeMaintenance; the finalizer lets nmo clean up first.
+    wait_gone(&c.nms(), "nm-1", T).await;
+    assert_eq!(c.leases().get_opt("node-worker-1").await.unwrap(), None);
+    eventually("the RemovedMaintenance event", T, || async {
+        (c.events("nm-1", reasons::REMOVED_MAINTENANCE).await == 1).then_some(())
+    })
+    .await;
     ctl.stop().await;
 }

@@ -113,14 +113,13 @@ impl Cluster {
 
     /// Create `nm` for `node`.
     pub async fn create_nm(&self, name: &str, node: &str) -> NodeMaintenance {
-        let mut nm = NodeMaintenance::new(
+        let nm = NodeMaintenance::new(
             name,
             NodeMaintenanceSpec {
                 node_name: node.into(),
                 reason: Some("test".into()),
             },
         );
-        with_finalizer_for_sandbox(&mut nm);
         self.nms()
             .create(&PostParams::default(), &nm)
             .await
@@ -256,15 +255,6 @@ impl Cluster {
         })
         .await
     }
-}
-
-/// Work around a sandbox bug (milestone 1, 8c1729b): a JSON patch `test` of `null` on a
-/// missing path fails with 422 "path is invalid", where kube-apiserver (evanphx/json-patch)
-/// accepts it. kube-runtime's `finalizer()` adds the first finalizer with exactly that patch,
-/// so against the sandbox it never gets added. Creating the object with the finalizer already
-/// set takes the helper's other path. Remove once the sandbox is fixed.
-pub fn with_finalizer_for_sandbox(nm: &mut NodeMaintenance) {
-    nm.metadata.finalizers = Some(vec![nmo::api::FINALIZER.to_string()]);
 }
 
 /// Poll `check` every 20 ms until it gives `Some`, or fail after `timeout` naming `what`.
