@@ -95,11 +95,22 @@ impl WindowError {
 }
 
 /// Settings of the MaintenanceWindow controller.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WindowConfig {
+    /// Run the controller (default). Off, nmo only serves NodeMaintenances, as medik8s does.
+    pub enabled: bool,
     /// `--max-concurrent-maintenances`: how many window-generated NodeMaintenances may exist
     /// at once, all windows together. `None`: no operator-wide cap.
     pub max_concurrent_maintenances: Option<u32>,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            enabled: true,
+            max_concurrent_maintenances: None,
+        }
+    }
 }
 
 /// Counters of the MaintenanceWindow controller, for tests and metrics.
@@ -170,6 +181,9 @@ pub async fn run(
     stats: Arc<WindowStats>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    if !config.enabled {
+        return;
+    }
     let (node_store, node_writer) = reflector::store();
     let (nm_store, nm_writer) = reflector::store();
     let node_changes = reflector(
