@@ -287,6 +287,20 @@ async fn custom_resources_are_validated_pruned_and_dry_run_does_not_persist() {
     assert!(msg.contains("spec.schedule: Required value"), "{msg}");
     assert!(msg.contains("spec.onWindowEnd: Unsupported value: \"Never\": supported values: \"FinishInFlight\", \"Abort\""), "{msg}");
     assert!(msg.contains("spec.minReadySeconds: Invalid value: -1: spec.minReadySeconds in body should be greater than or equal to 0"), "{msg}");
+    // fieldValidation=Strict (kubectl's default) refuses unknown fields instead of pruning.
+    let (code, status) = send(
+        &c,
+        "POST",
+        &format!("{path}?fieldValidation=Strict"),
+        "application/json",
+        window(json!(1)).to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "strict decoding error: unknown field \"spec.unknownField\""
+    );
     // dryRun=All answers like a create but stores nothing.
     let (code, dry) = send(
         &c,

@@ -809,3 +809,62 @@ async fn seeding_an_object_again_replaces_it_and_keeps_its_identity() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn pod_helpers_make_mirror_daemon_and_replica_set_pods_like_a_cluster_would() {
+    let s = sandbox().await;
+    s.add_node("n1", &[]).unwrap();
+    let mirror = s
+        .create_pod(
+            NewPod::new("etcd-n1")
+                .namespace("kube-system")
+                .on_node("n1")
+                .mirror(),
+        )
+        .unwrap();
+    assert_eq!(
+        mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"],
+        "mirror"
+    );
+    assert_eq!(mirror["metadata"]["ownerReferences"][0]["kind"], "Node");
+    let ds = s
+        .create_pod(
+            NewPod::new("")
+                .namespace("kube-system")
+                .on_node("n1")
+                .daemon_set("agent"),
+        )
+        .unwrap();
+    assert_eq!(ds["metadata"]["ownerReferences"][0]["kind"], "DaemonSet");
+    assert!(
+        ds["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("agent-")
+    );
+    let rs = s
+        .create_pod(
+            NewPod::new("")
+                .on_node("n1")
+                .replica_set("web")
+                .grace_period(7)
+                .not_ready(),
+        )
+        .unwrap();
+    assert_eq!(rs["spec"]["terminationGracePeriodSeconds"], 7);
+    assert!(s.get("apps/v1", "ReplicaSet", "default", "web").is_some());
+    let pods: Api<Pod> = Api::namespaced(s.client().unwrap(), "default");
+    let p = pods
+        .get(rs["metadata"]["name"].as_str().unwrap())
+        .await
+        .unwrap();
+    let ready = p
+        .status
+        .unwrap()
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(ready.status, "False");
+}

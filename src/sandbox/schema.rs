@@ -42,6 +42,53 @@ pub fn validate_object(schema: &Value, obj: &mut Value, old: Option<&Value>) -> 
     causes
 }
 
+/// The fields of an object its schema does not declare, as `.spec.x` paths (what
+/// `fieldValidation=Strict` refuses).
+pub fn unknown_fields(schema: &Value, obj: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(m) = obj.as_object() {
+        for (k, v) in m {
+            if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            match schema.pointer(&format!("/properties/{k}")) {
+                Some(s) => collect_unknown(s, v, &format!(".{k}"), &mut out),
+                None if !preserves_unknown(schema) => out.push(format!(".{k}")),
+                None => {}
+            }
+        }
+    }
+    out
+}
+
+fn collect_unknown(schema: &Value, v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(m) => {
+            if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+                for (k, child) in m {
+                    match props.get(k) {
+                        Some(s) => collect_unknown(s, child, &format!("{path}.{k}"), out),
+                        None if !preserves_unknown(schema) => out.push(format!("{path}.{k}")),
+                        None => {}
+                    }
+                }
+            } else if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+                for (k, child) in m {
+                    collect_unknown(ap, child, &format!("{path}.{k}"), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    collect_unknown(s, item, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 fn preserves_unknown(s: &Value) -> bool {
     s.get("x-kubernetes-preserve-unknown-fields")
         .and_then(Value::as_bool)
@@ -349,6 +396,16 @@ mod tests {
         assert_eq!(o["spec"]["items"], json!([{"n": "a"}]));
         assert_eq!(o["spec"]["free"], json!({"anything": {"goes": 1}}));
         assert_eq!(o["metadata"]["name"], json!("a"));
+    }
+
+    #[test]
+    fn strict_field_validation_names_the_unknown_fields() {
+        let o = json!({"metadata": {"name": "a"}, "junk": 1,
+            "spec": {"schedule": "1", "extra": true, "items": [{"n": "a", "z": 1}], "free": {"x": 1}}});
+        assert_eq!(
+            unknown_fields(&schema(), &o),
+            [".junk", ".spec.extra", ".spec.items[0].z"]
+        );
     }
 
     #[test]

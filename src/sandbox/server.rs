@@ -290,6 +290,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                     .to_string()
             }),
         version: target.version.clone(),
+        strict: query.get("fieldValidation") == Some("Strict"),
     };
     match verb {
         "get" => {

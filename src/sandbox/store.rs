@@ -137,6 +137,8 @@ pub struct WriteOpts {
     pub manager: String,
     /// Version the client used (its objects come back with this apiVersion).
     pub version: String,
+    /// `fieldValidation=Strict`: unknown fields of custom resources are an error, not pruned.
+    pub strict: bool,
 }
 
 /// Options of a delete.
@@ -177,7 +179,6 @@ pub struct Store {
     pub workload_controllers: bool,
     timers: mpsc::UnboundedSender<Timer>,
     queue: VecDeque<Arc<Change>>,
-    name_counter: u64,
 }
 
 /// Group and plural of pods, nodes and friends.
@@ -209,7 +210,6 @@ impl Store {
             workload_controllers,
             timers,
             queue: VecDeque::new(),
-            name_counter: 0,
         };
         for t in s.types.clone() {
             s.tables.entry(t.store_key()).or_insert_with(Table::new);
@@ -390,12 +390,13 @@ impl Store {
     }
 
     /// A random-looking 5-character suffix for generateName.
-    pub fn name_suffix(&mut self) -> String {
-        self.name_counter += 1;
-        let u = uuid::Uuid::new_v4().simple().to_string();
+    pub fn name_suffix(&self) -> String {
+        let u = uuid::Uuid::new_v4();
         const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-        u.bytes()
+        u.as_bytes()
+            .iter()
             .take(5)
+            .copied()
             .map(|b| ALPHABET[b as usize % ALPHABET.len()] as char)
             .collect()
     }
@@ -607,8 +608,23 @@ impl Store {
                     }],
                 ));
             }
-            let suffix = self.name_suffix();
-            set_meta(obj, "name", json!(format!("{gen_name}{suffix}")));
+            // Unlike kube-apiserver, try another suffix on a clash rather than answer 409.
+            let table = self.tables.get(&rt.store_key());
+            let ns_key = if rt.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            };
+            let mut name = format!("{gen_name}{}", self.name_suffix());
+            for _ in 0..8 {
+                let taken =
+                    table.is_some_and(|t| t.objects.contains_key(&(ns_key.clone(), name.clone())));
+                if !taken {
+                    break;
+                }
+                name = format!("{gen_name}{}", self.name_suffix());
+            }
+            set_meta(obj, "name", json!(name));
         }
         let name = name_of(obj).to_string();
         if let Some(problem) = invalid_name(&name) {
@@ -677,6 +693,7 @@ impl Store {
             return Err(ApiError::already_exists(rt, &key.name));
         }
         self.admit_create(rt, &mut obj)?;
+        self.check_strict(rt, opts, &obj)?;
         self.validate(rt, &opts.version, &mut obj, None)?;
         let lists = Self::list_oracle(rt, &opts.version);
         let now = self.now();
@@ -810,6 +827,7 @@ impl Store {
             set_meta(&mut new, "managedFields", mf.clone());
         }
         if matches!(scope, Scope::Main { .. }) {
+            self.check_strict(rt, opts, &new)?;
             self.validate(rt, &opts.version, &mut new, Some(&old))?;
         } else {
             self.validate_status(rt, &opts.version, &mut new, &old)?;
@@ -1071,6 +1089,38 @@ impl Store {
         } else {
             Err(ApiError::invalid(rt, name_of(obj), causes))
         }
+    }
+
+    /// `fieldValidation=Strict` refuses fields a CRD schema does not declare, with
+    /// kube-apiserver's wording.
+    fn check_strict(
+        &self,
+        rt: &ResourceType,
+        opts: &WriteOpts,
+        obj: &Value,
+    ) -> Result<(), ApiError> {
+        if !opts.strict || !rt.custom {
+            return Ok(());
+        }
+        let Some(schema) = rt
+            .version(&opts.version)
+            .or_else(|| rt.versions.first())
+            .and_then(|v| v.schema.as_ref())
+        else {
+            return Ok(());
+        };
+        let unknown = super::schema::unknown_fields(schema, obj);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
+            .collect();
+        Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        )))
     }
 
     fn validate_status(
