@@ -26,7 +26,6 @@ pub struct Cluster {
     pub sandbox: Sandbox,
     pub client: Client,
     pub clients: Clients,
-    _dir: tempfile::TempDir,
 }
 
 /// Start a sandbox whose pods terminate after their grace period times `speed`.
@@ -50,23 +49,15 @@ pub async fn cluster_with_speed(speed: f64) -> Cluster {
         .expect("sandbox starts");
     sandbox.install_crds().expect("CRDs install");
     let client = sandbox.client().expect("sandbox client");
-    // Evictions need a client that does not retry 429s by itself: build it from the
-    // sandbox's kubeconfig like `nmo run` does.
-    let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
-    sandbox
-        .write_kubeconfig(&kubeconfig)
-        .expect("kubeconfig written");
-    let file = kube::config::Kubeconfig::read_from(&kubeconfig).expect("kubeconfig reads");
-    let config = kube::Config::from_custom_kubeconfig(file, &Default::default())
+    // Evictions need a client that does not retry 429s by itself: build both clients from the
+    // sandbox's kubeconfig, as `nmo run` does from a kubeconfig file.
+    let clients = Clients::from_kubeconfig_yaml(&sandbox.kubeconfig())
         .await
-        .expect("kubeconfig loads");
-    let clients = Clients::from_config(config).expect("clients");
+        .expect("clients from the sandbox kubeconfig");
     Cluster {
         sandbox,
         client,
         clients,
-        _dir: dir,
     }
 }
 

@@ -48,6 +48,17 @@ impl Clients {
         Ok(Clients { api, evictions })
     }
 
+    /// Build both clients from kubeconfig YAML (for example `Sandbox::kubeconfig()`), using its
+    /// current context.
+    pub async fn from_kubeconfig_yaml(yaml: &str) -> Result<Self, ClientsError> {
+        let kubeconfig =
+            kube::config::Kubeconfig::from_yaml(yaml).map_err(ClientsError::Kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .map_err(ClientsError::Kubeconfig)?;
+        Clients::from_config(config).map_err(ClientsError::Client)
+    }
+
     /// Use one client for everything.
     pub fn shared(client: kube::Client) -> Self {
         Clients {
@@ -55,6 +66,17 @@ impl Clients {
             evictions: client,
         }
     }
+}
+
+/// Failures building [`Clients`].
+#[derive(Debug, thiserror::Error)]
+pub enum ClientsError {
+    /// The kubeconfig could not be read or used.
+    #[error("loading kubeconfig: {0}")]
+    Kubeconfig(#[source] kube::config::KubeconfigError),
+    /// The client could not be built.
+    #[error("building the API client: {0}")]
+    Client(#[source] kube::Error),
 }
 
 impl From<kube::Client> for Clients {

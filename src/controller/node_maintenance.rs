@@ -461,8 +461,13 @@ pub fn desired_status(
                 }
                 None => {
                     s.drain_progress = Some(s.drain_progress.unwrap_or(0).clamp(0, 100));
+                    // A drain that has not reported yet (just started, or resumed after a
+                    // restart) keeps the drain's last error; any other error is over.
+                    let was_draining = conditions::find(&conds, Reconciling)
+                        .is_some_and(|c| c.reason == "Draining");
                     s.last_error = match stage {
                         Stage::DrainRestarting { error } => Some(error.clone()),
+                        _ if was_draining => s.last_error.clone(),
                         _ => None,
                     };
                     format!("draining node {node}")
@@ -1210,6 +1215,26 @@ mod tests {
         assert_eq!(s.last_error, None);
         assert_eq!(cond(&s, ConditionType::Stalled), None);
         assert_eq!(s.drain_progress, Some(0));
+    }
+
+    #[test]
+    fn a_resumed_drain_keeps_its_last_error_until_it_reports_again() {
+        let mut blocked = report(&["a"], 1);
+        blocked.blocked.push(crate::drain::BlockedEviction {
+            pod: PodKey::new("ns", "a"),
+            budget: Some("pdb".into()),
+            message: "no".into(),
+        });
+        let s = step(
+            &Default::default(),
+            Stage::Draining {
+                drain: Some(blocked),
+            },
+            0,
+        );
+        let resumed = step(&s, Stage::Draining { drain: None }, 1);
+        assert_eq!(resumed.last_error, s.last_error);
+        assert_eq!(resumed.pending_pods, s.pending_pods);
     }
 
     #[test]
