@@ -13,6 +13,8 @@ async fn simulate_serves_a_seeded_sandbox_until_sigterm() {
             "--serve",
             "--nodes",
             "4",
+            "--gpu-nodes",
+            "0",
             "--no-controllers",
             "--kubeconfig",
         ])
@@ -76,4 +78,98 @@ async fn simulate_serves_a_seeded_sandbox_until_sigterm() {
         "{log}"
     );
     assert!(log.contains("controllers: off (--no-controllers)"), "{log}");
+}
+
+/// `nmo simulate --serve` runs the controllers: a NodeMaintenance applied with kubectl puts its
+/// node into maintenance, and kubectl sees it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_serve_runs_the_controllers_for_kubectl() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    let child = Command::new(env!("CARGO_BIN_EXE_nmo"))
+        .args([
+            "simulate",
+            "--serve",
+            "--nodes",
+            "3",
+            "--speed",
+            "30",
+            "--kubeconfig",
+        ])
+        .arg(&kubeconfig)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !kubeconfig.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no kubeconfig written"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kubectl = |args: &[&str]| {
+        let mut c = Command::new("kubectl");
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", dir.path())
+            .env("KUBECONFIG", &kubeconfig);
+        c
+    };
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/node-maintenance.yaml"
+    );
+    let out = kubectl(&["apply", "-f", example])
+        .output()
+        .await
+        .expect("kubectl must be on the PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "nm/worker-3-disk-swap",
+        "--timeout=60s",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kubectl(&["get", "nodes"]).output().await.unwrap();
+    let nodes = String::from_utf8_lossy(&out.stdout);
+    let row = nodes.lines().find(|l| l.starts_with("worker-3")).unwrap();
+    assert!(row.contains("Ready,SchedulingDisabled"), "{nodes}");
+    let out = kubectl(&["get", "nm"]).output().await.unwrap();
+    let nms = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        nms.contains("worker-3") && nms.contains("Succeeded") && nms.contains("100"),
+        "{nms}"
+    );
+
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("exits on SIGTERM")
+        .unwrap();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("controllers: NodeMaintenance and MaintenanceWindow, clock at 30x"),
+        "{log}"
+    );
 }

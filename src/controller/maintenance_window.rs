@@ -22,7 +22,7 @@ use crate::api::conditions::{self, ConditionStatus, ConditionType};
 use crate::api::maintenance_window::{MaintenanceWindowStatus, WindowSpan};
 use crate::api::{
     MaintenancePhase, MaintenanceWindow, NodeMaintenance, NodeMaintenanceSpec, RUN_NOW_ANNOTATION,
-    WINDOW_LABEL, from_time,
+    WINDOW_LABEL, from_time, to_time,
 };
 use crate::clock::Clock;
 use crate::rollout::{
@@ -31,10 +31,9 @@ use crate::rollout::{
 use crate::schedule::{WindowPolicy, selector_matches};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Event, EventSource, Node};
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -124,6 +123,8 @@ pub struct WindowStats {
     pub created: AtomicU64,
     /// NodeMaintenances deleted.
     pub deleted: AtomicU64,
+    /// Events published.
+    pub events: AtomicU64,
 }
 
 /// What a created NodeMaintenance looks like until the cache has it.
@@ -141,7 +142,6 @@ struct Context {
     config: WindowConfig,
     nodes: Store<Node>,
     maintenances: Store<NodeMaintenance>,
-    recorder: Recorder,
     stats: Arc<WindowStats>,
     /// NodeMaintenances created but perhaps not yet in the cache, so that the next plan (of
     /// this window or another) neither takes the node twice nor exceeds the cap.
@@ -204,7 +204,6 @@ pub async fn run(
     .touched_objects();
 
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), Reporter::from(MANAGER.to_string())),
         client: client.clone(),
         clock,
         config,
@@ -782,7 +781,9 @@ async fn publish_event(ctx: &Context, window: &MaintenanceWindow, event: &Rollou
     .await;
 }
 
-/// Publish an Event on the window. Events are best effort: a failure is logged, not retried.
+/// Publish an Event on the window: one Event object per transition. (kube's `Recorder`
+/// folds Events with the same reason into a series that keeps the first message, so "started
+/// worker-2" would read "started worker-1".) Events are best effort: a failure is logged.
 async fn publish(
     ctx: &Context,
     window: &MaintenanceWindow,
@@ -790,18 +791,39 @@ async fn publish(
     message: &str,
     warning: bool,
 ) {
+    let now = ctx.clock.now();
+    let seq = ctx.stats.events.fetch_add(1, Ordering::Relaxed);
+    let name = format!(
+        "{}.{:x}{:04x}",
+        window.name_any(),
+        now.timestamp_nanos_opt().unwrap_or_default(),
+        seq & 0xffff
+    );
     let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
+        metadata: ObjectMeta {
+            name: Some(name),
+            // Events about cluster-scoped objects live in `default`, as kube-apiserver's own do.
+            namespace: Some("default".to_string()),
+            ..ObjectMeta::default()
         },
-        reason: reason.to_string(),
-        note: Some(message.to_string()),
-        action: reason.to_string(),
-        secondary: None,
+        involved_object: window.object_ref(&()),
+        reason: Some(reason.to_string()),
+        message: Some(message.to_string()),
+        type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
+        source: Some(EventSource {
+            component: Some(MANAGER.to_string()),
+            host: None,
+        }),
+        reporting_component: Some(MANAGER.to_string()),
+        reporting_instance: Some(MANAGER.to_string()),
+        action: Some(reason.to_string()),
+        first_timestamp: Some(to_time(now)),
+        last_timestamp: Some(to_time(now)),
+        count: Some(1),
+        ..Event::default()
     };
-    if let Err(err) = ctx.recorder.publish(&event, &window.object_ref(&())).await {
+    let events: Api<Event> = Api::namespaced(ctx.client.clone(), "default");
+    if let Err(err) = events.create(&PostParams::default(), &event).await {
         tracing::warn!(window = %window.name_any(), %err, reason, "could not publish Event");
     }
 }
