@@ -48,6 +48,10 @@ impl Env {
     /// A sandbox with `workers` worker nodes (`worker-01`…), each with two ReplicaSet pods and a
     /// DaemonSet pod, the clock at `start`, and both controllers running.
     async fn new(start: DateTime<Utc>, workers: usize) -> Env {
+        Env::with_config(start, workers, ControllerConfig::default()).await
+    }
+
+    async fn with_config(start: DateTime<Utc>, workers: usize, config: ControllerConfig) -> Env {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
@@ -87,11 +91,7 @@ impl Env {
         let client = sandbox.client().unwrap();
         let log = Arc::new(Mutex::new(Log::default()));
         spawn_observer(client.clone(), clock.clone(), log.clone());
-        let controllers = nmo::controller::start(
-            client.clone(),
-            Arc::new(clock.clone()),
-            ControllerConfig::default(),
-        );
+        let controllers = nmo::controller::start(client.clone(), Arc::new(clock.clone()), config);
         Env {
             sandbox,
             client,
@@ -905,5 +905,31 @@ async fn kubectl_shows_the_window_and_waits_for_ready() {
     assert!(
         row.contains("1/2") || row.contains("2/2"),
         "progress done/total: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_wide_cap_bounds_all_windows_together() {
+    let mut config = ControllerConfig::default();
+    config.maintenance_window.max_concurrent_maintenances = Some(1);
+    let env = Env::with_config(at(1, 58), 4, config).await;
+    // Two windows over disjoint halves, each allowing 2 at once; the cap allows 1 in all.
+    for (name, nodes) in [
+        ("left", "[worker-01, worker-02]"),
+        ("right", "[worker-03, worker-04]"),
+    ] {
+        env.apply_window(&format!(
+            "apiVersion: nodemaintenance.medik8s.io/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: {name}}}\nspec:\n  schedule: \"0 2 * * *\"\n  duration: 4h\n  maxUnavailable: 2\n  release: {{after: 5m}}\n  nodeSelector:\n    matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: {nodes}}}]\n"
+        ))
+        .await;
+    }
+    env.round_completed("left", 1).await;
+    env.round_completed("right", 1).await;
+    let log = env.log.lock().unwrap();
+    assert_eq!(log.created.len(), 4, "{:?}", log.created);
+    assert_eq!(
+        log.max_live, 1,
+        "never more than the cap at once: {:?}",
+        log.created
     );
 }

@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-/// Run the operator against a cluster: the NodeMaintenance controller (the MaintenanceWindow
-/// controller joins it). Uses the kubeconfig given with --kubeconfig, or else the usual
-/// inference: in-cluster configuration, then $KUBECONFIG, then ~/.kube/config.
+/// Run the operator against a cluster: the NodeMaintenance controller (medik8s-compatible
+/// cordon, lease and drain) and the MaintenanceWindow controller (rolling maintenance in cron
+/// windows). Uses the kubeconfig given with --kubeconfig, or else the usual inference:
+/// in-cluster configuration, then $KUBECONFIG, then ~/.kube/config.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Path to a kubeconfig; defaults to in-cluster config, then $KUBECONFIG, then ~/.kube/config.
@@ -19,6 +20,14 @@ pub struct Args {
     /// `info`).
     #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+    /// The most window-generated NodeMaintenances that may exist at once, all
+    /// MaintenanceWindows together (default: no operator-wide cap).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_maintenances: Option<u32>,
+    /// Serve NodeMaintenances only, as medik8s does: do not run the MaintenanceWindow
+    /// controller.
+    #[arg(long)]
+    pub no_maintenance_windows: bool,
 }
 
 /// Run `nmo run` until SIGINT or SIGTERM.
@@ -67,13 +76,10 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     let cluster = config.cluster_url.to_string();
     let clients = Clients::from_config(config).context("building the API client")?;
     tracing::info!(%cluster, "nmo starting");
-    controller::run_all(
-        clients,
-        Arc::new(SystemClock),
-        ControllerConfig::default(),
-        shutdown_signal(),
-    )
-    .await;
+    let mut config = ControllerConfig::default();
+    config.maintenance_window.max_concurrent_maintenances = args.max_concurrent_maintenances;
+    config.maintenance_window.enabled = !args.no_maintenance_windows;
+    controller::run_all(clients, Arc::new(SystemClock), config, shutdown_signal()).await;
     tracing::info!("nmo stopped");
     Ok(())
 }

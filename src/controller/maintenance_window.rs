@@ -269,19 +269,17 @@ fn windows_for_node(
         .collect()
 }
 
-/// The windows a NodeMaintenance change concerns: its own window, and every window that
-/// selects or holds its node (an ad-hoc NodeMaintenance ending frees the node for them).
+/// The windows a NodeMaintenance change concerns: all of them. Its own window tracks it; any
+/// other window may have skipped its node (one NodeMaintenance per node) or been held back by
+/// the operator-wide cap, and must retry the moment it goes. Windows are few and a plan with
+/// nothing to do writes nothing.
 fn windows_for_maintenance(
     windows: &Store<MaintenanceWindow>,
-    nm: &NodeMaintenance,
+    _nm: &NodeMaintenance,
 ) -> Vec<ObjectRef<MaintenanceWindow>> {
-    let own = nm.labels().get(WINDOW_LABEL);
     windows
         .state()
         .iter()
-        .filter(|w| {
-            own == Some(&w.name_any()) || own.is_none() || has_in_flight(w, &nm.spec.node_name)
-        })
         .map(|w| ObjectRef::from_obj(w.as_ref()))
         .collect()
 }
@@ -383,8 +381,9 @@ fn observe(
     let mut cached = BTreeSet::new();
     for nm in ctx.maintenances.state() {
         cached.insert(nm.name_any());
-        let deleting = nm.meta().deletion_timestamp.is_some();
-        if nm.labels().contains_key(WINDOW_LABEL) && !deleting {
+        // A NodeMaintenance being deleted still holds its node until its cleanup is done,
+        // so it still counts against the cap.
+        if nm.labels().contains_key(WINDOW_LABEL) {
             generated += 1;
         }
         maintenances.push(maintenance_view(&nm, &name, &uid));
