@@ -568,7 +568,9 @@ fn warning(reason: EventReason, message: String) -> RolloutEvent {
 }
 
 fn span(w: &WindowOccurrence) -> String {
-    format!("{} - {}", w.start.to_rfc3339(), w.end.to_rfc3339())
+    // UTC to the second: Events are read by people, and the zone is in the spec.
+    let fmt = "%Y-%m-%d %H:%M:%S UTC";
+    format!("{} - {}", w.start.format(fmt), w.end.format(fmt))
 }
 
 fn join<'a>(names: impl Iterator<Item = &'a str>) -> String {
