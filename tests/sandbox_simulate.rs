@@ -5,41 +5,8 @@ use tokio::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_serves_a_seeded_sandbox_until_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let child = Command::new(env!("CARGO_BIN_EXE_nmo"))
-        .args([
-            "simulate",
-            "--serve",
-            "--nodes",
-            "4",
-            "--gpu-nodes",
-            "0",
-            "--no-controllers",
-            "--kubeconfig",
-        ])
-        .arg(&kubeconfig)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !kubeconfig.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no kubeconfig written"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let kubectl = |args: &[&str]| {
-        let mut c = Command::new("kubectl");
-        c.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env("KUBECONFIG", &kubeconfig);
-        c
-    };
+    let served = Served::start(&["--nodes", "4", "--gpu-nodes", "0", "--no-controllers"]).await;
+    let kubectl = |args: &[&str]| served.kubectl(args);
     let out = kubectl(&["get", "nodes", "-o", "name"])
         .output()
         .await
@@ -60,6 +27,7 @@ async fn simulate_serves_a_seeded_sandbox_until_sigterm() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
+    let (child, _dir) = (served.child, served.dir);
     let pid = child.id().unwrap().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
@@ -84,40 +52,8 @@ async fn simulate_serves_a_seeded_sandbox_until_sigterm() {
 /// node into maintenance, and kubectl sees it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulate_serve_runs_the_controllers_for_kubectl() {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    let child = Command::new(env!("CARGO_BIN_EXE_nmo"))
-        .args([
-            "simulate",
-            "--serve",
-            "--nodes",
-            "3",
-            "--speed",
-            "30",
-            "--kubeconfig",
-        ])
-        .arg(&kubeconfig)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while !kubeconfig.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no kubeconfig written"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let kubectl = |args: &[&str]| {
-        let mut c = Command::new("kubectl");
-        c.args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", dir.path())
-            .env("KUBECONFIG", &kubeconfig);
-        c
-    };
+    let served = Served::start(&["--nodes", "3", "--speed", "30"]).await;
+    let kubectl = |args: &[&str]| served.kubectl(args);
     let example = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/node-maintenance.yaml"
@@ -156,6 +92,7 @@ async fn simulate_serve_runs_the_controllers_for_kubectl() {
         "{nms}"
     );
 
+    let (child, _dir) = (served.child, served.dir);
     let pid = child.id().unwrap().to_string();
     Command::new("kill")
         .args(["-TERM", &pid])
@@ -172,4 +109,51 @@ async fn simulate_serve_runs_the_controllers_for_kubectl() {
         log.contains("controllers: NodeMaintenance and MaintenanceWindow, clock at 30x"),
         "{log}"
     );
+}
+
+/// `nmo simulate --serve` running as a child process, with its own HOME and kubeconfig.
+struct Served {
+    child: tokio::process::Child,
+    dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+}
+
+impl Served {
+    async fn start(args: &[&str]) -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        let child = Command::new(env!("CARGO_BIN_EXE_nmo"))
+            .args(["simulate", "--serve"])
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !kubeconfig.exists() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no kubeconfig written"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Served {
+            child,
+            dir,
+            kubeconfig,
+        }
+    }
+
+    /// kubectl against the served sandbox (it must be on the PATH).
+    fn kubectl(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("kubectl");
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("KUBECONFIG", &self.kubeconfig);
+        c
+    }
 }

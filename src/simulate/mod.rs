@@ -236,26 +236,11 @@ pub async fn run_scenario(
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         // Skip ahead when nothing is happening.
-        let busy = !nms
-            .list(&Default::default())
-            .await
-            .map_err(|source| SimulateError::Api {
-                operation: "listing NodeMaintenances".into(),
-                source,
-            })?
-            .items
-            .is_empty();
+        let busy = !list_all(&nms).await?.is_empty();
         if busy {
             continue;
         }
-        let all = windows
-            .list(&Default::default())
-            .await
-            .map_err(|source| SimulateError::Api {
-                operation: "listing MaintenanceWindows".into(),
-                source,
-            })?
-            .items;
+        let all = list_all(&windows).await?;
         // Idle: no node in flight, and every window either closed or done with its round
         // (a new round only starts at the next opening). Then the next thing that can happen
         // is a window closing or opening.
@@ -323,22 +308,8 @@ pub async fn run_scenario(
     }
 
     // Budgets, from the windows and the nodes they select.
-    let nodes: Vec<Node> = Api::<Node>::all(client)
-        .list(&Default::default())
-        .await
-        .map_err(|source| SimulateError::Api {
-            operation: "listing Nodes".into(),
-            source,
-        })?
-        .items;
-    let all = windows
-        .list(&Default::default())
-        .await
-        .map_err(|source| SimulateError::Api {
-            operation: "listing MaintenanceWindows".into(),
-            source,
-        })?
-        .items;
+    let nodes: Vec<Node> = list_all(&Api::<Node>::all(client)).await?;
+    let all = list_all(&windows).await?;
     let mut obs = observed.lock().unwrap_or_else(|e| e.into_inner());
     for w in &all {
         let selected = nodes
@@ -358,6 +329,20 @@ pub async fn run_scenario(
         real: real_start.elapsed(),
         events: obs.events,
     })
+}
+
+/// Every object of a kind, or an error naming the kind.
+async fn list_all<K>(api: &Api<K>) -> Result<Vec<K>, SimulateError>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .map_err(|source| SimulateError::Api {
+            operation: format!("listing {}", K::plural(&())),
+            source,
+        })
 }
 
 fn stamp(t: DateTime<Utc>) -> String {
