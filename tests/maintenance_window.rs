@@ -933,3 +933,47 @@ async fn the_operator_wide_cap_bounds_all_windows_together() {
         log.created
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_mid_round_continues_from_the_status_after_a_restart() {
+    let mut env = Env::new(at(1, 58), 4).await;
+    env.apply_window(&window_yaml(
+        "resilient",
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  release: {after: 10m}\n",
+    ))
+    .await;
+    let windows = env.windows();
+    env.wait("two nodes done", 30, || {
+        let windows = windows.clone();
+        async move {
+            let round = windows.get("resilient").await.ok()?.status?.round?;
+            (round.completed == 2).then_some(())
+        }
+    })
+    .await;
+    // Crash: every task aborted wherever it is, and nothing runs for 15 virtual minutes.
+    env.controllers.take().unwrap().kill();
+    let down_until = env.clock.now() + chrono::Duration::minutes(15);
+    while env.clock.now() < down_until {
+        tokio::time::sleep(StdDuration::from_millis(20)).await;
+    }
+    env.controllers = Some(nmo::controller::start(
+        env.client.clone(),
+        Arc::new(env.clock.clone()),
+        ControllerConfig::default(),
+    ));
+    let done = env.round_completed("resilient", 1).await;
+    let round = done.status.unwrap().round.unwrap();
+    assert_eq!((round.completed, round.failed), (4, 0));
+    assert_eq!(
+        env.created_nodes(),
+        workers(4),
+        "no node maintained twice across the restart"
+    );
+    for node in workers(4) {
+        env.wait(&format!("{node} restored"), 10, || async {
+            env.node_is_restored(&node).await.then_some(())
+        })
+        .await;
+    }
+}
