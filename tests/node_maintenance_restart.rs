@@ -119,12 +119,19 @@ async fn an_operator_killed_mid_drain_converges_after_a_restart() {
     assert_eq!(status.drain_progress, Some(100));
     assert_eq!(status.eviction_pods, Some(6), "counts survive the restart");
     assert!(c.pods_on("worker-1").await.is_empty());
-    assert_eq!(c.events("nm-1", "SucceedMaintenance").await, 1);
+    // The Event follows the status write that the watch just showed.
+    eventually("one SucceedMaintenance event", T, || async {
+        (c.events("nm-1", "SucceedMaintenance").await == 1).then_some(())
+    })
+    .await;
     assert_eq!(c.events("nm-1", "BeginMaintenance").await, 1);
 
     c.delete_nm("nm-1").await;
     wait_gone(&c.nms(), "nm-1", T).await;
     assert_node_clean(&c, "worker-1").await;
+    // Still once each, now that both operators are done with it.
+    assert_eq!(c.events("nm-1", "SucceedMaintenance").await, 1);
+    assert_eq!(c.events("nm-1", "BeginMaintenance").await, 1);
     second.stop().await;
 }
 

@@ -569,6 +569,20 @@ pub fn node_owner_references(nm: &NodeMaintenance, node: &Node) -> Option<Vec<Ow
     Some(refs)
 }
 
+/// Whether a stage decided on `decided` may still be written to `fresh`, which a write conflict
+/// made us re-read. A stage is decided from the phase it saw (a `Succeeded` object gets
+/// `Drained`, a `Running` one the drain's progress): once another writer moved the phase on, or
+/// the object is being deleted or was replaced, re-applying the stage would undo their work. A
+/// stale `Draining` would put a `Succeeded` object back to `Running`, and it would then succeed,
+/// and emit `SucceedMaintenance`, a second time. The other writer's change woke the reconciler,
+/// which decides afresh.
+pub fn stage_still_applies(decided: &NodeMaintenance, fresh: &NodeMaintenance) -> bool {
+    let phase = |nm: &NodeMaintenance| nm.status.as_ref().and_then(|s| s.phase);
+    fresh.metadata.uid == decided.metadata.uid
+        && fresh.metadata.deletion_timestamp.is_none()
+        && phase(fresh) == phase(decided)
+}
+
 /// A JSON merge patch turning `old` status into `new`: every field of `new`, and `null` for the
 /// fields `new` no longer has (such as a cleared `lastError`).
 pub fn status_merge_patch(old: &NodeMaintenanceStatus, new: &NodeMaintenanceStatus) -> Value {
@@ -632,8 +646,9 @@ impl Context {
 
 /// Write the status for `stage` if it differs, then publish the Events the transition calls
 /// for. The patch carries the resourceVersion read, so of two writers (the reconciler and the
-/// drain task) only one makes a transition and emits its Event; the other re-reads and finds
-/// nothing left to do. Returns the status now in effect (`None`: the object is gone).
+/// drain task) only one makes a transition and emits its Event; the other re-reads and retries
+/// only if its stage still applies ([`stage_still_applies`]). Returns the status now in effect
+/// (`None`: the object is gone, or moved on and is left to the next reconcile).
 async fn write_status(
     ctx: &Context,
     nm: &NodeMaintenance,
@@ -648,8 +663,8 @@ async fn write_status(
             Ok(status) => return Ok(Some(status)),
             Err(kube::Error::Api(s)) if s.code == 409 && attempt < 4 => {
                 match nm_api(ctx).get_opt(&name).await {
-                    Ok(Some(fresh)) => current = fresh,
-                    Ok(None) => return Ok(None),
+                    Ok(Some(fresh)) if stage_still_applies(nm, &fresh) => current = fresh,
+                    Ok(_) => return Ok(None),
                     Err(source) => return Err(ReconcileError::GetNodeMaintenance { name, source }),
                 }
             }
@@ -739,6 +754,17 @@ async fn report_drain(ctx: &Context, name: &str, uid: &str, stage: Stage) {
     }
 }
 
+/// [`report_drain`] as a task of its own, awaited: aborting the drain (it completed, failed, or
+/// its NodeMaintenance went away) must not cut a status write off from the Events it calls for,
+/// or a `SucceedMaintenance` already written to status would never be published.
+async fn report_drain_detached(ctx: &Arc<Context>, name: &str, uid: &str, stage: Stage) {
+    let (ctx, name, uid) = (ctx.clone(), name.to_string(), uid.to_string());
+    let report = tokio::spawn(async move { report_drain(&ctx, &name, &uid, stage).await });
+    if let Err(err) = report.await {
+        tracing::warn!(error = %err, "drain progress report failed");
+    }
+}
+
 async fn set_node_owner(
     ctx: &Context,
     nm: NodeMaintenance,
@@ -808,7 +834,7 @@ fn start_drain(
                         let stage = Stage::Draining {
                             drain: Some(report),
                         };
-                        report_drain(ctx_ref, name_ref, uid_ref, stage).await;
+                        report_drain_detached(ctx_ref, name_ref, uid_ref, stage).await;
                     }
                 }
             };
@@ -829,7 +855,7 @@ fn start_drain(
                     }
                 }
             };
-            report_drain(&ctx, &name, &uid, stage).await;
+            report_drain_detached(&ctx, &name, &uid, stage).await;
         })
     }
 }
@@ -1359,5 +1385,154 @@ mod tests {
             node_owner_references(&nm(vec![window]), &node("a").build()),
             None
         );
+    }
+
+    fn with(uid: &str, phase: Option<MaintenancePhase>, deleting: bool) -> NodeMaintenance {
+        let mut n = nm(vec![]);
+        n.metadata.uid = Some(uid.into());
+        n.status = Some(NodeMaintenanceStatus {
+            phase,
+            ..Default::default()
+        });
+        if deleting {
+            n.metadata.deletion_timestamp = Some(crate::api::to_time(t(0)));
+        }
+        n
+    }
+
+    #[test]
+    fn a_stage_is_retried_after_a_conflict_only_while_the_phase_it_was_decided_from_holds() {
+        use MaintenancePhase::{Failed, Running, Succeeded};
+        let running = with("u1", Some(Running), false);
+        let cases = [
+            (
+                with("u1", Some(Running), false),
+                true,
+                "another progress write",
+            ),
+            (
+                with("u1", Some(Succeeded), false),
+                false,
+                "succeeded meanwhile",
+            ),
+            (with("u1", Some(Failed), false), false, "failed meanwhile"),
+            (with("u1", None, false), false, "status cleared"),
+            (with("u1", Some(Running), true), false, "being deleted"),
+            (with("u2", Some(Running), false), false, "replaced"),
+        ];
+        for (fresh, expected, what) in cases {
+            assert_eq!(stage_still_applies(&running, &fresh), expected, "{what}");
+        }
+        let new = with("u1", None, false);
+        assert!(stage_still_applies(&new, &with("u1", None, false)));
+        assert!(!stage_still_applies(
+            &new,
+            &with("u1", Some(Running), false)
+        ));
+    }
+
+    #[test]
+    fn a_stale_draining_stage_would_undo_succeeded_and_succeed_again() {
+        // Why a conflict retry must not blindly re-apply its stage (see `stage_still_applies`).
+        let running = step(
+            &Default::default(),
+            Stage::Draining {
+                drain: Some(report(&["a"], 1)),
+            },
+            0,
+        );
+        let done = step(
+            &running,
+            Stage::Drained {
+                drain: Some(report(&[], 1)),
+            },
+            1,
+        );
+        let undone = step(
+            &done,
+            Stage::Draining {
+                drain: Some(report(&["a"], 1)),
+            },
+            2,
+        );
+        assert_eq!(undone.phase, Some(MaintenancePhase::Running));
+        let again = step(&undone, Stage::Drained { drain: None }, 3);
+        assert_eq!(
+            events_for(&undone, &again),
+            vec![MaintenanceEvent::Succeeded]
+        );
+    }
+
+    /// The race behind a second `SucceedMaintenance`: a writer (the drain task's progress, or a
+    /// reconcile that saw the drain still running) read the object while `Running`, and the
+    /// drain's completion was written first. Its conflict retry must leave `Succeeded` alone.
+    #[tokio::test]
+    async fn a_status_write_that_lost_the_race_to_succeeded_neither_undoes_it_nor_emits_again() {
+        use crate::sandbox::Sandbox;
+        use k8s_openapi::api::events::v1::Event;
+        use kube::api::{ListParams, PostParams};
+
+        let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+        sandbox.install_crds().expect("CRDs install");
+        let client = sandbox.client().expect("sandbox client");
+        let ctx = Context {
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "nmo-test".into(),
+                    instance: None,
+                },
+            ),
+            client: client.clone(),
+            evictions: client.clone(),
+            clock: Arc::new(crate::clock::SystemClock),
+            config: NodeMaintenanceConfig::default(),
+            stats: Arc::default(),
+            drains: Arc::default(),
+        };
+        let api = nm_api(&ctx);
+        let created = api
+            .create(&PostParams::default(), &nm(vec![]))
+            .await
+            .expect("NodeMaintenance created");
+        let draining = Stage::Draining {
+            drain: Some(report(&["p"], 1)),
+        };
+        write_status(&ctx, &created, &draining).await.unwrap();
+        let stale = api.get("nm").await.unwrap();
+        let drained = Stage::Drained {
+            drain: Some(report(&[], 1)),
+        };
+        write_status(&ctx, &stale, &drained).await.unwrap();
+
+        // The loser of the race holds the `Running` object it read, and news of the drain.
+        let progress = Stage::Draining {
+            drain: Some(report(&["q"], 1)),
+        };
+        let outcome = write_status(&ctx, &stale, &progress).await.unwrap();
+        assert_eq!(outcome, None, "left to the next reconcile");
+        let now = api.get("nm").await.unwrap();
+        assert_eq!(
+            now.status.and_then(|s| s.phase),
+            Some(MaintenancePhase::Succeeded)
+        );
+        // The next reconcile of the `Succeeded` object finds nothing to announce.
+        write_status(
+            &ctx,
+            &api.get("nm").await.unwrap(),
+            &Stage::Drained { drain: None },
+        )
+        .await
+        .unwrap();
+        let succeeded: i32 = Api::<Event>::all(client)
+            .list(&ListParams::default())
+            .await
+            .expect("events listed")
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(reasons::SUCCEED_MAINTENANCE))
+            .map(|e| e.series.as_ref().map_or(1, |s| s.count))
+            .sum();
+        assert_eq!(succeeded, 1);
     }
 }
