@@ -365,11 +365,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             ))
         }
         "delete" => {
-            let body_v = if body.is_empty() {
-                json!({})
-            } else {
-                decode_body(&content_type, &body)?
-            };
+            let body_v = decode_optional_body(&content_type, &body)?;
             let dopts = delete_opts(&query, &body_v, opts.dry_run);
             let mut store = shared.lock();
             let name = target.name.clone().unwrap_or_default();
@@ -380,11 +376,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             ))
         }
         "deletecollection" => {
-            let body_v = if body.is_empty() {
-                json!({})
-            } else {
-                decode_body(&content_type, &body)?
-            };
+            let body_v = decode_optional_body(&content_type, &body)?;
             let dopts = delete_opts(&query, &body_v, opts.dry_run);
             let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
                 .map_err(|e| ApiError::bad_request(e.0))?;
@@ -503,6 +495,15 @@ fn check_kind(target: &Target, obj: &Value) -> Result<(), ApiError> {
 }
 
 /// Parse a JSON or YAML body; protobuf and unknown types get 415.
+/// A body that may be absent (DeleteOptions): absent reads as `{}`.
+fn decode_optional_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        Ok(json!({}))
+    } else {
+        decode_body(content_type, body)
+    }
+}
+
 fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     match ct {
