@@ -452,12 +452,9 @@ async fn abort_deletes_in_flight_node_maintenances_at_window_end() {
     ))
     .await;
     let nms = env.maintenances();
-    env.wait("both nodes in maintenance", 20, || {
-        let nms = nms.clone();
-        async move {
-            let l = nms.list(&Default::default()).await.ok()?;
-            (l.items.len() == 2).then_some(())
-        }
+    // From the watch log, so a loaded machine polling late cannot miss the short window.
+    env.wait("both nodes in maintenance", 20, || async {
+        (env.log.lock().unwrap().created.len() == 2).then_some(())
     })
     .await;
     // At 02:15 the window closes: the NodeMaintenances go and the nodes come back.
@@ -552,12 +549,12 @@ async fn suspend_and_dry_run_start_nothing_and_dry_run_shows_the_plan() {
     let env = Env::new(at(1, 58), 3).await;
     env.apply_window(&window_yaml(
         "suspended",
-        "  schedule: \"0 2 * * *\"\n  duration: 1h\n  release: {after: 5m}\n  suspend: true\n",
+        "  schedule: \"0 2 * * *\"\n  duration: 8h\n  release: {after: 5m}\n  suspend: true\n",
     ))
     .await;
     env.apply_window(&window_yaml(
         "rehearsal",
-        "  schedule: \"0 2 * * *\"\n  duration: 1h\n  release: {after: 5m}\n  dryRun: true\n",
+        "  schedule: \"0 2 * * *\"\n  duration: 8h\n  release: {after: 5m}\n  dryRun: true\n",
     ))
     .await;
     let windows = env.windows();
