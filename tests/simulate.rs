@@ -68,6 +68,13 @@ fn simulate_plays_the_embedded_examples_and_summarises() {
 
 #[test]
 fn simulate_rejects_bad_input_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml").to_string_lossy().into_owned();
+    std::fs::write(
+        &bad,
+        "apiVersion: nodemaintenance.medik8s.io/v1alpha1\nkind: MaintenanceWindow\nmetadata: {name: w}\nspec:\n  schedule: \"0 2 * * 6\"\n  timeZone: Europe/Berln\n  duration: 4h\n  nodeSelector: {matchLabels: {a: b}}\n  release: {after: 10m}\n",
+    )
+    .unwrap();
     for (args, expected) in [
         (
             vec!["simulate", "/no/such/window.yaml"],

@@ -107,8 +107,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .map(|(n, y)| (n.to_string(), y.to_string()))
             .collect()
     } else {
-        crate::manifest::load_paths(&args.files)?
-            .into_iter()
+        let docs = crate::manifest::load_paths(&args.files)?;
+        // The same rules as `nmo validate`, so a bad window is named before anything starts.
+        let problems: Vec<String> = docs
+            .iter()
+            .flat_map(|d| {
+                crate::admission::validate_manifest(&d.value)
+                    .into_iter()
+                    .map(move |p| format!("{}: {p}", d.location()))
+            })
+            .collect();
+        if let Some(first) = problems.first() {
+            anyhow::bail!(
+                "{first}{}",
+                match problems.len() {
+                    1 => String::new(),
+                    n => format!(
+                        " (and {} more problem(s); `nmo validate` lists them all)",
+                        n - 1
+                    ),
+                }
+            );
+        }
+        docs.into_iter()
             .map(|d| {
                 (
                     d.location(),
@@ -139,9 +160,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .context("cannot install nmo's CRDs")?;
         crate::simulate::seed(&sandbox, &seed).context("cannot seed the sandbox")?;
         for (location, yaml) in &manifests {
+            // `{e}` alone: the sandbox's message already carries its cause.
             sandbox
                 .apply_yaml(yaml)
-                .with_context(|| format!("{location}: rejected by the API server"))?;
+                .map_err(|e| anyhow::anyhow!("{location}: rejected by the API server: {e}"))?;
         }
         if let Some(path) = &kubeconfig {
             sandbox
