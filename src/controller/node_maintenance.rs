@@ -1135,6 +1135,17 @@ mod tests {
         desired_status(current, &stage, "n1", Some(1), t(at))
     }
 
+    /// A drain whose one pending pod `ns/a` is held by the PDB `pdb`.
+    fn blocked_by_pdb() -> DrainReport {
+        let mut blocked = report(&["a"], 1);
+        blocked.blocked.push(crate::drain::BlockedEviction {
+            pod: PodKey::new("ns", "a"),
+            budget: Some("pdb".into()),
+            message: "no".into(),
+        });
+        blocked
+    }
+
     fn report(pending: &[&str], to_leave: usize) -> DrainReport {
         DrainReport {
             listed: true,
@@ -1201,12 +1212,7 @@ mod tests {
 
     #[test]
     fn success_clears_last_error_and_reconciling_and_sets_ready() {
-        let mut blocked = report(&["a"], 1);
-        blocked.blocked.push(crate::drain::BlockedEviction {
-            pod: PodKey::new("ns", "a"),
-            budget: Some("pdb".into()),
-            message: "no".into(),
-        });
+        let blocked = blocked_by_pdb();
         let s = step(
             &Default::default(),
             Stage::Draining {
@@ -1245,12 +1251,7 @@ mod tests {
 
     #[test]
     fn a_resumed_drain_keeps_its_last_error_until_it_reports_again() {
-        let mut blocked = report(&["a"], 1);
-        blocked.blocked.push(crate::drain::BlockedEviction {
-            pod: PodKey::new("ns", "a"),
-            budget: Some("pdb".into()),
-            message: "no".into(),
-        });
+        let blocked = blocked_by_pdb();
         let s = step(
             &Default::default(),
             Stage::Draining {

@@ -180,30 +180,20 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 vec![],
             ));
         }
-        (&Method::GET, ["api"]) => {
+        (&Method::GET, [root @ ("api" | "apis")]) => {
+            // `/api` is the core group, `/apis` every other group.
+            let core = *root == "api";
             shared.count("discovery", "");
             let store = shared.lock();
             return Ok(if discovery::wants_aggregated(&accept) {
                 bytes_response(
                     200,
                     discovery::AGGREGATED_CONTENT_TYPE,
-                    serde_json::to_vec(&discovery::aggregated(store.types(), true))
+                    serde_json::to_vec(&discovery::aggregated(store.types(), core))
                         .unwrap_or_default(),
                 )
-            } else {
+            } else if core {
                 json_response(200, &discovery::legacy_api(&shared.address))
-            });
-        }
-        (&Method::GET, ["apis"]) => {
-            shared.count("discovery", "");
-            let store = shared.lock();
-            return Ok(if discovery::wants_aggregated(&accept) {
-                bytes_response(
-                    200,
-                    discovery::AGGREGATED_CONTENT_TYPE,
-                    serde_json::to_vec(&discovery::aggregated(store.types(), false))
-                        .unwrap_or_default(),
-                )
             } else {
                 json_response(200, &discovery::legacy_groups(store.types()))
             });

@@ -27,6 +27,21 @@ pub struct ObjKey {
     pub name: String,
 }
 
+impl ObjKey {
+    /// The key of `name` of resource `rt`; the namespace is dropped for cluster-scoped ones.
+    pub fn of(rt: &ResourceType, ns: &str, name: &str) -> ObjKey {
+        ObjKey {
+            gr: rt.store_key(),
+            ns: if rt.namespaced {
+                ns.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+}
+
 /// The kind of a watch event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeType {
@@ -730,15 +745,7 @@ impl Store {
         opts: &WriteOpts,
         managed: bool,
     ) -> Result<Arc<Value>, ApiError> {
-        let key = ObjKey {
-            gr: rt.store_key(),
-            ns: if rt.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name: name.to_string(),
-        };
+        let key = ObjKey::of(rt, ns, name);
         let old = self
             .get(&key.gr, &key.ns, name)
             .ok_or_else(|| ApiError::not_found(rt, name))?;
@@ -877,15 +884,7 @@ impl Store {
         name: &str,
         opts: &DeleteOpts,
     ) -> Result<Arc<Value>, ApiError> {
-        let key = ObjKey {
-            gr: rt.store_key(),
-            ns: if rt.namespaced {
-                ns.to_string()
-            } else {
-                String::new()
-            },
-            name: name.to_string(),
-        };
+        let key = ObjKey::of(rt, ns, name);
         let old = self
             .get(&key.gr, &key.ns, name)
             .ok_or_else(|| ApiError::not_found(rt, name))?;
