@@ -187,6 +187,16 @@ pub struct NodeFailure {
     pub reason: String,
 }
 
+/// A pending node that could not start at the last plan; it is retried on every plan.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, schemars::JsonSchema)]
+pub struct NodeSkipped {
+    /// Node name.
+    pub name: String,
+    /// Why, as `Word: explanation`: `HeldBy`, `NotReady`, `Cordoned`, `NameTaken` or
+    /// `ControlPlaneQuorum`.
+    pub reason: String,
+}
+
 /// Progress of the current round. A round maintains every selected node once.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -215,6 +225,10 @@ pub struct RoundStatus {
     /// The nodes that failed this round, with reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_nodes: Vec<NodeFailure>,
+    /// Pending nodes that could not start at the last plan, with reasons (while the round
+    /// runs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_nodes: Vec<NodeSkipped>,
     /// The nodes done this round (kept so that a round carries over between windows and
     /// across operator restarts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -6,12 +6,22 @@
 //! - decide: [`WindowPolicy::from_spec`] then [`rollout::plan`], both pure;
 //! - report: the status, written only when it changed (no churn) and guarded by the
 //!   resourceVersion it was computed from, then the Events of the plan;
-//! - act: create and delete NodeMaintenances (`AlreadyExists` / `NotFound` are success).
+//! - act: create and delete NodeMaintenances (`NotFound` is success, and `AlreadyExists` when
+//!   the object is this window's for that node). One failure does not stop the others; the
+//!   reconcile then fails and is retried with [`backoff`] (exponential, jittered, capped, per
+//!   window).
 //!
 //! The status is written *before* acting: if the write loses a race the reconcile starts
 //! over without having acted on stale state, and if acting fails after the write, the
 //! persisted round says the node is in flight but not observed, so the planner repeats the
 //! create.
+//!
+//! No lock is held across API calls: reconciles of different windows run concurrently, so a
+//! slow or throttled call for one window never stalls another. The operator-wide cap
+//! (`--max-concurrent-maintenances`) and "one NodeMaintenance per node" hold across windows
+//! through [`Placeholders`]: a synchronous reservation taken just before each create,
+//! dropped when the create fails, and kept until the cache shows the object (or it is
+//! deleted, or it expires after the window's `nodeTimeout`).
 //!
 //! It requeues exactly at the next instant something time-based happens (the planner's
 //! `requeue_at`: a window opening or closing, `release.after`, `minReadySeconds`,
@@ -22,16 +32,20 @@ use crate::api::conditions::{self, ConditionStatus, ConditionType};
 use crate::api::maintenance_window::{MaintenanceWindowStatus, WindowSpan};
 use crate::api::{
     MaintenancePhase, MaintenanceWindow, NodeMaintenance, NodeMaintenanceSpec, RUN_NOW_ANNOTATION,
-    WINDOW_LABEL, from_time, to_time,
+    WINDOW_LABEL, from_time,
 };
 use crate::clock::Clock;
+use crate::controller::backoff::{backoff, jitter};
+use crate::controller::events::{EventPublisher, EventType};
+use crate::controller::node::FIELD_MANAGER;
+use crate::controller::quorum::is_control_plane;
 use crate::rollout::{
     self, MaintenanceView, NodeView, PlanInput, RolloutEvent, RolloutPlan, RolloutPolicy,
 };
 use crate::schedule::{WindowPolicy, selector_matches};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, EventSource, Node};
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
@@ -42,8 +56,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-/// The field manager and Event reporter of this controller.
-pub const MANAGER: &str = "nmo-maintenance-window";
+/// First error requeue delay; it doubles per consecutive failure of a window.
+const BACKOFF_BASE: StdDuration = StdDuration::from_secs(1);
+/// Longest error requeue delay.
+const BACKOFF_CAP: StdDuration = StdDuration::from_secs(120);
+/// How soon to try again when a create lost a reservation race to another window.
+const RESERVATION_RETRY: StdDuration = StdDuration::from_secs(1);
 
 /// Label `app.kubernetes.io/managed-by` on generated NodeMaintenances.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -79,6 +97,11 @@ pub enum WindowError {
         #[source]
         source: kube::Error,
     },
+    /// The generated name is taken by a NodeMaintenance that is not this window's.
+    #[error(
+        "NodeMaintenance {name} already exists and is not this window's NodeMaintenance for node {node}"
+    )]
+    NameTaken { name: String, node: String },
 }
 
 impl WindowError {
@@ -89,6 +112,7 @@ impl WindowError {
             WindowError::CreateMaintenance { .. } => "create_maintenance",
             WindowError::DeleteMaintenance { .. } => "delete_maintenance",
             WindowError::PatchStatus { .. } => "patch_status",
+            WindowError::NameTaken { .. } => "name_taken",
         }
     }
 }
@@ -127,12 +151,129 @@ pub struct WindowStats {
     pub events: AtomicU64,
 }
 
-/// What a created NodeMaintenance looks like until the cache has it.
-#[derive(Clone, Debug)]
-struct Created {
-    node: String,
-    window: String,
-    created: DateTime<Utc>,
+/// A NodeMaintenance nmo is creating or has just created, until the cache has it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placeholder {
+    /// `spec.nodeName`.
+    pub node: String,
+    /// The window creating it.
+    pub window: String,
+    /// When it was reserved.
+    pub created: DateTime<Utc>,
+    /// When it is forgotten even if the cache never showed it: the window's `nodeTimeout`
+    /// after `created`, when the planner gives up on the node anyway.
+    pub expires: DateTime<Utc>,
+}
+
+/// Why a create was not attempted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another NodeMaintenance (cached or being created) already holds the node.
+    NodeTaken(String),
+    /// `--max-concurrent-maintenances` is reached.
+    Cap(u32),
+}
+
+/// NodeMaintenances reserved or created by this process that the cache may not show yet, by
+/// object name. Only ever locked synchronously, never across an API call.
+///
+/// They make the next plan (of this window or another) count the object against the cap and
+/// see its node as taken. Nothing here outlives reality: an entry goes when the cache shows
+/// the object, when nmo deletes it (or a delete finds it gone), when its create fails, when
+/// its window is deleted, and at the latest at [`Placeholder::expires`].
+#[derive(Debug, Default)]
+pub struct Placeholders {
+    entries: Mutex<HashMap<String, Placeholder>>,
+}
+
+/// A NodeMaintenance in the cache, as [`Placeholders`] needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachedMaintenance {
+    /// Object name.
+    pub name: String,
+    /// `spec.nodeName`.
+    pub node: String,
+    /// Generated by some window (it has the window label).
+    pub generated: bool,
+}
+
+impl Placeholders {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Placeholder>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drop the entries the cache now shows and those past their expiry; return the rest.
+    pub fn current(
+        &self,
+        cached: &[CachedMaintenance],
+        now: DateTime<Utc>,
+    ) -> Vec<(String, Placeholder)> {
+        let mut entries = self.lock();
+        entries.retain(|name, p| p.expires > now && !cached.iter().any(|c| &c.name == name));
+        let mut out: Vec<_> = entries.iter().map(|(n, p)| (n.clone(), p.clone())).collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Reserve `name` for `placeholder.node` before creating it, unless another
+    /// NodeMaintenance holds the node or the operator-wide `cap` is reached. Checking and
+    /// inserting happen under one lock, so two windows planning at once cannot both take the
+    /// last slot or the same node. Reserving a name already reserved or cached succeeds (the
+    /// create is then a repeat).
+    pub fn reserve(
+        &self,
+        name: &str,
+        placeholder: Placeholder,
+        cached: &[CachedMaintenance],
+        cap: Option<u32>,
+    ) -> Result<(), Refusal> {
+        let mut entries = self.lock();
+        entries.retain(|n, p| p.expires > placeholder.created && !cached.iter().any(|c| &c.name == n));
+        if entries.contains_key(name) || cached.iter().any(|c| c.name == name) {
+            return Ok(());
+        }
+        if let Some(other) = cached
+            .iter()
+            .find(|c| c.node == placeholder.node)
+            .map(|c| c.name.clone())
+            .or_else(|| {
+                entries
+                    .iter()
+                    .find(|(_, p)| p.node == placeholder.node)
+                    .map(|(n, _)| n.clone())
+            })
+        {
+            return Err(Refusal::NodeTaken(other));
+        }
+        if let Some(cap) = cap {
+            let generated = cached.iter().filter(|c| c.generated).count() + entries.len();
+            if generated >= cap as usize {
+                return Err(Refusal::Cap(cap));
+            }
+        }
+        entries.insert(name.to_string(), placeholder);
+        Ok(())
+    }
+
+    /// Forget `name`: its create failed, it was deleted, or a delete found it gone.
+    pub fn forget(&self, name: &str) {
+        self.lock().remove(name);
+    }
+
+    /// Forget every entry of `window` (it was deleted).
+    pub fn forget_window(&self, window: &str) {
+        self.lock().retain(|_, p| p.window != window);
+    }
+
+    /// How many entries there are.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Shared state of the reconciler.
@@ -143,12 +284,30 @@ struct Context {
     nodes: Store<Node>,
     maintenances: Store<NodeMaintenance>,
     stats: Arc<WindowStats>,
-    /// NodeMaintenances created but perhaps not yet in the cache, so that the next plan (of
-    /// this window or another) neither takes the node twice nor exceeds the cap.
-    recently_created: Mutex<HashMap<String, Created>>,
-    /// Serialises plans of different windows, so that the operator-wide cap and "one
-    /// NodeMaintenance per node" hold across windows. Plans are fast (no drains here).
-    planning: tokio::sync::Mutex<()>,
+    events: EventPublisher,
+    placeholders: Placeholders,
+    /// Consecutive failed reconciles per window, for the backoff; reset on success, pruned
+    /// when the window is deleted.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// The cached NodeMaintenances as [`Placeholders`] needs them.
+    fn cached_maintenances(&self) -> Vec<CachedMaintenance> {
+        self.maintenances
+            .state()
+            .iter()
+            .map(|nm| CachedMaintenance {
+                name: nm.name_any(),
+                node: nm.spec.node_name.clone(),
+                generated: nm.labels().contains_key(WINDOW_LABEL),
+            })
+            .collect()
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Keep in the Node cache only what the planner reads: labels, unschedulable, the Ready
@@ -205,13 +364,14 @@ pub async fn run(
 
     let ctx = Arc::new(Context {
         client: client.clone(),
+        events: EventPublisher::new(client.clone(), clock.clone()),
         clock,
         config,
         nodes: node_store,
         maintenances: nm_store,
         stats,
-        recently_created: Mutex::new(HashMap::new()),
-        planning: tokio::sync::Mutex::new(()),
+        placeholders: Placeholders::default(),
+        failures: Mutex::new(HashMap::new()),
     });
 
     let controller = Controller::new(
@@ -253,7 +413,8 @@ pub async fn run(
 }
 
 /// The windows a Node change concerns: those whose selector matches it and those that have it
-/// in flight (it may have just left the selector).
+/// in flight (it may have just left the selector). A control-plane node concerns every window:
+/// its availability decides whether other control-plane nodes may start (quorum).
 fn windows_for_node(
     windows: &Store<MaintenanceWindow>,
     node: &Node,
@@ -263,7 +424,9 @@ fn windows_for_node(
         .state()
         .iter()
         .filter(|w| {
-            selector_matches(&w.spec.node_selector, node.labels()) || has_in_flight(w, &name)
+            is_control_plane(node)
+                || selector_matches(&w.spec.node_selector, node.labels())
+                || has_in_flight(w, &name)
         })
         .map(|w| ObjectRef::from_obj(w.as_ref()))
         .collect()
@@ -292,13 +455,39 @@ fn has_in_flight(window: &MaintenanceWindow, node: &str) -> bool {
         .is_some_and(|r| r.in_progress_nodes.iter().any(|n| n.name == node))
 }
 
-fn error_policy(window: Arc<MaintenanceWindow>, err: &WindowError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(window = %window.name_any(), category = err.category(), %err, "MaintenanceWindow reconcile failed; retrying");
-    Action::requeue(StdDuration::from_secs(2))
+/// Requeue a failed window after [`backoff`] for its consecutive failures.
+fn error_policy(window: Arc<MaintenanceWindow>, err: &WindowError, ctx: Arc<Context>) -> Action {
+    let name = window.name_any();
+    let attempts = {
+        let mut failures = ctx.failures();
+        let n = failures.entry(name.clone()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    };
+    let delay = backoff(attempts, BACKOFF_BASE, BACKOFF_CAP, jitter());
+    tracing::warn!(window = %name, category = err.category(), attempts, ?delay, %err, "MaintenanceWindow reconcile failed; retrying");
+    Action::requeue(delay)
 }
 
-/// One reconcile of one MaintenanceWindow.
+/// One reconcile of one MaintenanceWindow; a success resets its failure count.
 async fn reconcile(
+    cached: Arc<MaintenanceWindow>,
+    ctx: Arc<Context>,
+) -> Result<Action, WindowError> {
+    let result = reconcile_window(cached.clone(), ctx.clone()).await;
+    if result.is_ok() {
+        ctx.failures().remove(&cached.name_any());
+    }
+    result
+}
+
+/// Forget everything held in memory for a window that is gone.
+fn forget_window(ctx: &Context, name: &str) {
+    ctx.failures().remove(name);
+    ctx.placeholders.forget_window(name);
+}
+
+async fn reconcile_window(
     cached: Arc<MaintenanceWindow>,
     ctx: Arc<Context>,
 ) -> Result<Action, WindowError> {
@@ -315,16 +504,19 @@ async fn reconcile(
     {
         return Ok(Action::requeue(StdDuration::from_secs(1)));
     }
-    let _serialised = ctx.planning.lock().await;
     let api: Api<MaintenanceWindow> = Api::all(ctx.client.clone());
     // Read fresh: the status holds the round, and planning from a stale copy would redo work.
     let window = match api.get_opt(&name).await {
         Ok(Some(window)) => window,
-        Ok(None) => return Ok(Action::await_change()),
+        Ok(None) => {
+            forget_window(&ctx, &name);
+            return Ok(Action::await_change());
+        }
         Err(source) => return Err(WindowError::GetWindow { name, source }),
     };
     if window.meta().deletion_timestamp.is_some() {
         // Garbage collection removes its NodeMaintenances; nothing to plan.
+        forget_window(&ctx, &name);
         return Ok(Action::await_change());
     }
     let now = ctx.clock.now();
@@ -353,13 +545,15 @@ async fn reconcile(
     for event in &plan.events {
         publish_event(&ctx, &window, event).await;
     }
-    act(&ctx, &window, &plan).await?;
+    let acted = act(&ctx, &window, &policy, &plan).await?;
 
-    Ok(match plan.requeue_at {
+    let wake = plan
+        .requeue_at
         // A few milliseconds late rather than early, so the plan at wake-up sees the instant.
-        Some(at) => {
-            Action::requeue(ctx.clock.real_duration(at - now) + StdDuration::from_millis(2))
-        }
+        .map(|at| ctx.clock.real_duration(at - now) + StdDuration::from_millis(2));
+    let retry = acted.refused.then_some(RESERVATION_RETRY);
+    Ok(match wake.into_iter().chain(retry).min() {
+        Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
 }
@@ -378,9 +572,7 @@ fn observe(
 
     let mut maintenances: Vec<MaintenanceView> = Vec::new();
     let mut generated = 0u32;
-    let mut cached = BTreeSet::new();
     for nm in ctx.maintenances.state() {
-        cached.insert(nm.name_any());
         // A NodeMaintenance being deleted still holds its node until its cleanup is done,
         // so it still counts against the cap.
         if nm.labels().contains_key(WINDOW_LABEL) {
@@ -388,24 +580,18 @@ fn observe(
         }
         maintenances.push(maintenance_view(&nm, &name, &uid));
     }
-    {
-        let mut recent = ctx
-            .recently_created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        recent.retain(|nm_name, _| !cached.contains(nm_name));
-        for (nm_name, created) in recent.iter() {
-            generated += 1;
-            maintenances.push(MaintenanceView {
-                name: nm_name.clone(),
-                node: created.node.clone(),
-                owned: created.window == name,
-                phase: None,
-                created: created.created,
-                drain_succeeded: None,
-                deleting: false,
-            });
-        }
+    for (nm_name, placeholder) in ctx.placeholders.current(&ctx.cached_maintenances(), now) {
+        generated += 1;
+        maintenances.push(MaintenanceView {
+            name: nm_name,
+            node: placeholder.node,
+            owned: placeholder.window == name,
+            phase: None,
+            created: placeholder.created,
+            drain_succeeded: None,
+            deleting: false,
+            seen: false,
+        });
     }
 
     let owned_nodes: BTreeSet<&str> = maintenances
@@ -420,7 +606,8 @@ fn observe(
         .filter_map(|node| {
             let node_name = node.name_any();
             let selected = selector_matches(&window.spec.node_selector, node.labels());
-            if !selected && !state.round.in_flight.contains_key(&node_name) {
+            let control_plane = is_control_plane(node);
+            if !selected && !control_plane && !state.round.in_flight.contains_key(&node_name) {
                 return None;
             }
             let schedulable = !node
@@ -438,6 +625,7 @@ fn observe(
                     .as_ref()
                     .and_then(|s| s.node_info.as_ref())
                     .map(|i| i.boot_id.clone()),
+                control_plane,
                 name: node_name,
             })
         })
@@ -515,6 +703,7 @@ fn maintenance_view(nm: &NodeMaintenance, window: &str, uid: &str) -> Maintenanc
             .unwrap_or_default(),
         drain_succeeded,
         deleting: nm.meta().deletion_timestamp.is_some(),
+        seen: true,
     }
 }
 
@@ -525,56 +714,127 @@ fn node_ready(node: &Node) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// Create and delete NodeMaintenances as planned. Both are idempotent.
+/// What [`act`] could not do and wants retried soon.
+#[derive(Debug, Default)]
+struct Acted {
+    /// A create was not attempted: another window holds the node or the cap's last slot.
+    refused: bool,
+}
+
+/// Whether `nm` is `window`'s NodeMaintenance for `node`: its controller ownerReference
+/// names the window's uid and `spec.nodeName` matches.
+fn is_ours(nm: &NodeMaintenance, window: &MaintenanceWindow, node: &str) -> bool {
+    let uid = window.uid().unwrap_or_default();
+    nm.spec.node_name == node
+        && nm
+            .meta()
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.controller == Some(true) && o.uid == uid)
+}
+
+/// Create and delete NodeMaintenances as planned. Both are idempotent, and every planned
+/// write is attempted: a failure is logged and the first one returned after the rest ran,
+/// so one bad create cannot hold back the others.
 async fn act(
     ctx: &Context,
     window: &MaintenanceWindow,
+    policy: &WindowPolicy,
     plan: &RolloutPlan,
-) -> Result<(), WindowError> {
+) -> Result<Acted, WindowError> {
     let api: Api<NodeMaintenance> = Api::all(ctx.client.clone());
+    let window_name = window.name_any();
+    let mut errors: Vec<WindowError> = Vec::new();
+    let mut acted = Acted::default();
     for doomed in &plan.delete {
         match api.delete(&doomed.name, &DeleteParams::default()).await {
             Ok(_) => {
+                ctx.placeholders.forget(&doomed.name);
                 ctx.stats.deleted.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(window = %window.name_any(), nm = %doomed.name, reason = doomed.reason.as_str(), "deleted NodeMaintenance");
+                tracing::info!(window = %window_name, nm = %doomed.name, reason = doomed.reason.as_str(), "deleted NodeMaintenance");
             }
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => {
-                return Err(WindowError::DeleteMaintenance {
-                    name: doomed.name.clone(),
-                    source,
-                });
-            }
+            Err(kube::Error::Api(e)) if e.code == 404 => ctx.placeholders.forget(&doomed.name),
+            Err(source) => errors.push(WindowError::DeleteMaintenance {
+                name: doomed.name.clone(),
+                source,
+            }),
         }
     }
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    };
     for wanted in &plan.create {
+        let now = ctx.clock.now();
+        let placeholder = Placeholder {
+            node: wanted.node.clone(),
+            window: window_name.clone(),
+            created: now,
+            expires: now + policy.node_timeout,
+        };
+        if let Err(refusal) = ctx.placeholders.reserve(
+            &wanted.name,
+            placeholder,
+            &ctx.cached_maintenances(),
+            ctx.config.max_concurrent_maintenances,
+        ) {
+            tracing::debug!(window = %window_name, nm = %wanted.name, ?refusal, "not creating NodeMaintenance now");
+            acted.refused = true;
+            continue;
+        }
         let nm = generated_maintenance(window, &wanted.name, &wanted.node, wanted.reason.clone());
-        match api.create(&PostParams::default(), &nm).await {
+        match api.create(&params, &nm).await {
             Ok(_) => {
                 ctx.stats.created.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(window = %window.name_any(), nm = %wanted.name, node = %wanted.node, "created NodeMaintenance");
-                ctx.recently_created
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(
-                        wanted.name.clone(),
-                        Created {
-                            node: wanted.node.clone(),
-                            window: window.name_any(),
-                            created: ctx.clock.now(),
-                        },
-                    );
+                tracing::info!(window = %window_name, nm = %wanted.name, node = %wanted.node, "created NodeMaintenance");
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&wanted.name).await {
+                // A repeat of our own create: success.
+                Ok(Some(existing)) if is_ours(&existing, window, &wanted.node) => {}
+                Ok(Some(_)) => {
+                    // Someone else's object has the name. The planner sees it in the cache
+                    // and reports the node as skipped (NameTaken) with a NodeBlocked Event.
+                    ctx.placeholders.forget(&wanted.name);
+                    errors.push(WindowError::NameTaken {
+                        name: wanted.name.clone(),
+                        node: wanted.node.clone(),
+                    });
+                }
+                Ok(None) => {
+                    ctx.placeholders.forget(&wanted.name);
+                    errors.push(WindowError::CreateMaintenance {
+                        name: wanted.name.clone(),
+                        source: kube::Error::Api(e),
+                    });
+                }
+                Err(source) => {
+                    ctx.placeholders.forget(&wanted.name);
+                    errors.push(WindowError::CreateMaintenance {
+                        name: wanted.name.clone(),
+                        source,
+                    });
+                }
+            },
             Err(source) => {
-                return Err(WindowError::CreateMaintenance {
+                ctx.placeholders.forget(&wanted.name);
+                errors.push(WindowError::CreateMaintenance {
                     name: wanted.name.clone(),
                     source,
                 });
             }
         }
     }
-    Ok(())
+    let mut errors = errors.into_iter();
+    match errors.next() {
+        None => Ok(acted),
+        Some(first) => {
+            for err in errors {
+                tracing::warn!(window = %window_name, category = err.category(), %err, "MaintenanceWindow write failed");
+            }
+            Err(first)
+        }
+    }
 }
 
 /// A NodeMaintenance generated by `window`: its labels and a controller ownerReference, and
@@ -762,7 +1022,11 @@ async fn write_status(
             name: name.clone(),
             source: kube::Error::SerdeError(e),
         })?;
-    api.patch_status(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    };
+    api.patch_status(&name, &params, &Patch::<()>::Json(patch))
         .await
         .map_err(|source| WindowError::PatchStatus { name, source })?;
     ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
@@ -780,9 +1044,8 @@ async fn publish_event(ctx: &Context, window: &MaintenanceWindow, event: &Rollou
     .await;
 }
 
-/// Publish an Event on the window: one Event object per transition. (kube's `Recorder`
-/// folds Events with the same reason into a series that keeps the first message, so "started
-/// worker-2" would read "started worker-1".) Events are best effort: a failure is logged.
+/// Publish an Event on the window through the shared [`EventPublisher`] (one Event object
+/// per transition). Events are best effort: a failure is logged.
 async fn publish(
     ctx: &Context,
     window: &MaintenanceWindow,
@@ -790,39 +1053,17 @@ async fn publish(
     message: &str,
     warning: bool,
 ) {
-    let now = ctx.clock.now();
-    let seq = ctx.stats.events.fetch_add(1, Ordering::Relaxed);
-    let name = format!(
-        "{}.{:x}{:04x}",
-        window.name_any(),
-        now.timestamp_nanos_opt().unwrap_or_default(),
-        seq & 0xffff
-    );
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(name),
-            // Events about cluster-scoped objects live in `default`, as kube-apiserver's own do.
-            namespace: Some("default".to_string()),
-            ..ObjectMeta::default()
-        },
-        involved_object: window.object_ref(&()),
-        reason: Some(reason.to_string()),
-        message: Some(message.to_string()),
-        type_: Some(if warning { "Warning" } else { "Normal" }.to_string()),
-        source: Some(EventSource {
-            component: Some(MANAGER.to_string()),
-            host: None,
-        }),
-        reporting_component: Some(MANAGER.to_string()),
-        reporting_instance: Some(MANAGER.to_string()),
-        action: Some(reason.to_string()),
-        first_timestamp: Some(to_time(now)),
-        last_timestamp: Some(to_time(now)),
-        count: Some(1),
-        ..Event::default()
+    ctx.stats.events.fetch_add(1, Ordering::Relaxed);
+    let type_ = if warning {
+        EventType::Warning
+    } else {
+        EventType::Normal
     };
-    let events: Api<Event> = Api::namespaced(ctx.client.clone(), "default");
-    if let Err(err) = events.create(&PostParams::default(), &event).await {
+    if let Err(err) = ctx
+        .events
+        .publish(&window.object_ref(&()), type_, reason, message)
+        .await
+    {
         tracing::warn!(window = %window.name_any(), %err, reason, "could not publish Event");
     }
 }

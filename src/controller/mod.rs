@@ -3,12 +3,15 @@
 //! - [`node_maintenance`]: the NodeMaintenance reconciler (cordon, lease, drain, release).
 //! - [`maintenance_window`]: the MaintenanceWindow reconciler (rolling maintenance in windows).
 //! - [`lease`]: the medik8s node lease; [`node`]: the node marks of maintenance.
-//! - [`quorum`]: the control-plane quorum rule (pure), used by admission.
+//! - [`quorum`]: the control-plane quorum rule (pure), used by admission and the window planner.
+//! - [`events`]: the Event publisher of both controllers; [`backoff`]: error requeue delays.
 //!
 //! [`run_all`] runs every controller until a shutdown signal; [`start`] runs them on the
 //! current tokio runtime and returns a [`ControllerHandle`] that tests and `nmo simulate` can
 //! stop gracefully or kill.
 
+pub mod backoff;
+pub mod events;
 pub mod lease;
 pub mod maintenance_window;
 pub mod node;

@@ -124,9 +124,10 @@ pub struct OpenWindow {
     pub run_now: bool,
 }
 
-/// A node as the planner needs it. Pass every selected node, plus every node of
-/// `state.round.in_flight` that still exists (with `selected: false` if it left the selector).
-/// A node absent from the input is taken as deleted from the cluster.
+/// A node as the planner needs it. Pass every selected node, every node of
+/// `state.round.in_flight` that still exists (with `selected: false` if it left the selector),
+/// and every control-plane node (the quorum rule counts them all). A node absent from the
+/// input is taken as deleted from the cluster.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeView {
     /// Node name.
@@ -142,6 +143,8 @@ pub struct NodeView {
     pub cordoned_by_others: bool,
     /// `status.nodeInfo.bootID`.
     pub boot_id: Option<String>,
+    /// Labelled `node-role.kubernetes.io/control-plane` or `node-role.kubernetes.io/master`.
+    pub control_plane: bool,
 }
 
 /// A NodeMaintenance in the cluster (pass all of them: the planner needs the foreign ones to
@@ -162,6 +165,9 @@ pub struct MaintenanceView {
     pub drain_succeeded: Option<DateTime<Utc>>,
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
+    /// The object is in the cache. False for one nmo created moments ago that the cache has
+    /// not shown yet: it holds its node and counts, but does not prove the object was seen.
+    pub seen: bool,
 }
 
 /// Why an in-flight node's maintenance ended.
@@ -259,6 +265,9 @@ pub struct Round {
     /// Failures forgiven when the last stall was lifted: the stall threshold counts only
     /// failures after them.
     pub forgiven_failures: u32,
+    /// Pending nodes that could not start at the last plan, with the reason
+    /// ([`SkipReason::message`]); they are retried on every plan.
+    pub skipped: BTreeMap<String, String>,
 }
 
 impl Round {
@@ -379,6 +388,9 @@ pub enum EventReason {
     RoundCompleted,
     /// Failures went past `maxFailures`.
     RolloutStalled,
+    /// A node cannot be started because a NodeMaintenance that is not this window's has
+    /// the generated name.
+    NodeBlocked,
 }
 
 impl EventReason {
@@ -392,6 +404,7 @@ impl EventReason {
             EventReason::NodeFailed => "NodeFailed",
             EventReason::RoundCompleted => "RoundCompleted",
             EventReason::RolloutStalled => "RolloutStalled",
+            EventReason::NodeBlocked => "NodeBlocked",
         }
     }
 }
@@ -416,6 +429,28 @@ pub enum SkipReason {
     NotReady,
     /// Someone else cordoned the node.
     Cordoned,
+    /// A NodeMaintenance that is not this window's (another owner, or another node) already
+    /// has the generated name.
+    NameTaken(String),
+    /// A control-plane node whose maintenance would leave fewer than a majority of the
+    /// control-plane nodes Ready and schedulable; the message says how many.
+    ControlPlaneQuorum(String),
+}
+
+impl SkipReason {
+    /// The reason as written in `status.round.skippedNodes`: a CamelCase word, a colon, and
+    /// what it means.
+    pub fn message(&self) -> String {
+        match self {
+            SkipReason::HeldBy(nm) => format!("HeldBy: NodeMaintenance {nm} holds the node"),
+            SkipReason::NotReady => "NotReady: the node is not Ready".to_string(),
+            SkipReason::Cordoned => "Cordoned: the node was cordoned by someone else".to_string(),
+            SkipReason::NameTaken(nm) => format!(
+                "NameTaken: NodeMaintenance {nm} exists and is not this window's (another owner or another node); rename or delete it"
+            ),
+            SkipReason::ControlPlaneQuorum(why) => format!("ControlPlaneQuorum: {why}"),
+        }
+    }
 }
 
 /// Why the rollout is stalled.

@@ -5,28 +5,38 @@ use sha2::{Digest, Sha256};
 /// Longest Kubernetes object name for a DNS subdomain.
 pub const MAX_NAME_LEN: usize = 253;
 
-/// Hex characters of the hash suffix used when `<window>-<node>` is too long.
-const HASH_LEN: usize = 10;
+/// Hex characters of the hash suffix.
+const HASH_LEN: usize = 8;
 
-/// The name of the NodeMaintenance that `window` creates for `node`: `<window>-<node>`.
+/// The name of the NodeMaintenance that `window` creates for `node`:
+/// `<window>-<node>-<hash>`, where `<hash>` is 8 hex characters of SHA-256 over
+/// `window`, a NUL byte and `node`.
 ///
-/// Both parts are already valid object names, so the join is a valid DNS subdomain unless it
-/// is longer than 253 characters. Then it is cut and ends with `-` and a hash of the full
-/// pair, which keeps it stable across reconciles and distinct between nodes sharing a prefix.
+/// The plain join `<window>-<node>` is ambiguous because both names may contain `-` (and
+/// `.`): window `gpu` with node `pool-a-1` and window `gpu-pool` with node `a-1` would both
+/// give `gpu-pool-a-1`. DNS-1123 names have no character left to use as an unambiguous
+/// separator, so the pair itself is hashed: two different (window, node) pairs get the same
+/// name only if their hashes collide as well. The readable part stays in front.
+///
+/// When the result would be longer than 253 characters, the readable part is cut (and any
+/// trailing `-` or `.` dropped) so that the whole name is exactly 253 characters; the hash
+/// still covers the full pair, so the name is stable and distinct between nodes sharing a
+/// prefix.
 pub fn nm_name(window: &str, node: &str) -> String {
-    let full = format!("{window}-{node}");
-    if full.len() <= MAX_NAME_LEN {
-        return full;
-    }
     let digest = Sha256::digest(format!("{window}\0{node}").as_bytes());
     let hash: String = digest
         .iter()
         .take(HASH_LEN / 2)
         .map(|b| format!("{b:02x}"))
         .collect();
+    let full = format!("{window}-{node}");
+    let room = MAX_NAME_LEN - HASH_LEN - 1;
+    if full.len() <= room {
+        return format!("{full}-{hash}");
+    }
     // Cut on a char boundary, then drop separators so that no "-." or "--" style
     // empty label appears in front of the suffix.
-    let mut cut = MAX_NAME_LEN - HASH_LEN - 1;
+    let mut cut = room;
     while !full.is_char_boundary(cut) {
         cut -= 1;
     }
@@ -44,15 +54,32 @@ mod tests {
     }
 
     #[test]
-    fn a_short_name_is_window_dash_node() {
-        assert_eq!(nm_name("weekly", "worker-1"), "weekly-worker-1");
+    fn a_short_name_is_window_dash_node_dash_hash() {
+        let name = nm_name("weekly", "worker-1");
+        let (readable, hash) = name.rsplit_once('-').unwrap();
+        assert_eq!(readable, "weekly-worker-1");
+        assert_eq!(hash.len(), HASH_LEN);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{name}");
+        assert!(is_dns_subdomain(&name), "{name}");
     }
 
     #[test]
-    fn a_name_of_exactly_253_characters_is_kept() {
-        let node = "n".repeat(253 - "w-".len());
-        assert_eq!(nm_name("w", &node).len(), 253);
-        assert_eq!(nm_name("w", &node), format!("w-{node}"));
+    fn pairs_whose_plain_join_is_the_same_get_different_names() {
+        assert_ne!(nm_name("gpu", "pool-a-1"), nm_name("gpu-pool", "a-1"));
+        assert_ne!(nm_name("a.b", "c"), nm_name("a", "b.c"));
+    }
+
+    #[test]
+    fn the_name_is_stable() {
+        assert_eq!(nm_name("weekly", "worker-1"), nm_name("weekly", "worker-1"));
+    }
+
+    #[test]
+    fn a_name_that_fits_keeps_the_whole_pair() {
+        let node = "n".repeat(MAX_NAME_LEN - "w-".len() - HASH_LEN - 1);
+        let name = nm_name("w", &node);
+        assert_eq!(name.len(), MAX_NAME_LEN);
+        assert!(name.starts_with(&format!("w-{node}-")), "{name}");
     }
 
     #[test]

@@ -37,6 +37,20 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
         }
     }
 
+    // A NodeMaintenance that has the name this window would give `node` but is not its own
+    // for that node: creating would fail with AlreadyExists, and it is not ours to adopt.
+    let by_name: BTreeMap<&str, &MaintenanceView> = input
+        .maintenances
+        .iter()
+        .map(|m| (m.name.as_str(), m))
+        .collect();
+    let name_taken = |node: &str| -> Option<String> {
+        by_name
+            .get(nm_name(&input.window, node).as_str())
+            .filter(|m| !(m.owned && m.node == node))
+            .map(|m| m.name.clone())
+    };
+
     // 1. The window.
     let window = resolve_window(input, &mut state);
     let open = window.map(|w| w.occurrence);
@@ -73,16 +87,29 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
         let node = nodes.get(name.as_str()).copied();
         let nm = owned.get(name.as_str()).copied();
         let mut entry = round.in_flight[&name].clone();
-        if nm.is_some() {
+        if nm.is_some_and(|m| m.seen) {
             entry.observed = true;
         }
         if entry.ending.is_none() {
             match (node, nm) {
                 (None, _) => end(&mut entry, Ending::NodeGone, now),
+                // Never seen in the cluster, however long: nodeTimeout still applies, so a
+                // create that keeps failing cannot hold a slot forever.
+                (Some(_), _) if !entry.observed && entry.started + policy.node_timeout <= now => {
+                    end(&mut entry, Ending::TimedOut, now)
+                }
+                (Some(_), Some(_)) if !entry.observed => {
+                    // Created moments ago and not cached yet: wait for it.
+                    round.in_flight.insert(name, entry);
+                    continue;
+                }
                 (Some(_), None) if !entry.observed => {
                     // Our create is not visible yet: ask again, or give the node back if we
-                    // may not create now or someone else took it meanwhile.
-                    if open.is_some() && !foreign.contains_key(name.as_str()) {
+                    // may not create now or someone else took the node or the name meanwhile.
+                    if open.is_some()
+                        && !foreign.contains_key(name.as_str())
+                        && name_taken(&name).is_none()
+                    {
                         create.push(to_create(input, &name));
                         round.in_flight.insert(name, entry);
                     } else {
@@ -286,6 +313,15 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
     let mut headroom = input.cap_headroom.unwrap_or(u32::MAX);
     let mut started = Vec::new();
     let starting = open.is_some() && may_start && round.is_active();
+    // Nodes in maintenance for the quorum rule: under any NodeMaintenance, in flight in this
+    // round (soaking included), or started by this plan.
+    let mut in_maintenance: BTreeSet<String> = owned
+        .keys()
+        .chain(foreign.keys())
+        .map(|n| n.to_string())
+        .chain(round.in_flight.keys().cloned())
+        .collect();
+    let control_plane = control_plane_nodes(&input.nodes);
     for name in &pending {
         let node = nodes[name];
         let skip = if let Some(other) = foreign.get(name) {
@@ -293,10 +329,16 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
         } else if owned.contains_key(name) {
             // Our own object is still being deleted.
             Some(SkipReason::HeldBy(owned[name].name.clone()))
+        } else if let Some(other) = name_taken(name) {
+            Some(SkipReason::NameTaken(other))
         } else if !node.ready {
             Some(SkipReason::NotReady)
         } else if !node.schedulable {
             Some(SkipReason::Cordoned)
+        } else if node.control_plane {
+            crate::controller::quorum::check_quorum(name, &control_plane, &in_maintenance)
+                .err()
+                .map(|violation| SkipReason::ControlPlaneQuorum(violation.to_string()))
         } else {
             None
         };
@@ -309,8 +351,33 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
         }
         headroom -= 1;
         unavailable.insert(name.to_string());
+        in_maintenance.insert(name.to_string());
         started.push(*name);
     }
+    // Skips are shown in status while the round runs; a NodeMaintenance squatting on the
+    // generated name needs a person, so it gets a Warning Event once, when it starts blocking.
+    let skips: BTreeMap<String, String> = if round.is_active() {
+        skipped
+            .iter()
+            .map(|(name, skip)| (name.clone(), skip.message()))
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    for (name, skip) in &skipped {
+        if let SkipReason::NameTaken(other) = skip
+            && round.is_active()
+            && round.skipped.get(name) != skips.get(name)
+        {
+            events.push(warning(
+                EventReason::NodeBlocked,
+                format!(
+                    "node {name} is blocked: NodeMaintenance {other} already exists and is not this window's; rename or delete it"
+                ),
+            ));
+        }
+    }
+    round.skipped = skips;
     for name in started {
         let node = nodes[name];
         round.in_flight.insert(
@@ -541,6 +608,39 @@ fn ending_event(node: &str, ending: Ending, policy: &RolloutPolicy) -> RolloutEv
             format!("released node {node}: the Node was deleted"),
         ),
     }
+}
+
+/// The control-plane nodes of the input as the quorum rule reads them: the role label, the
+/// Ready condition and `spec.unschedulable`.
+fn control_plane_nodes(nodes: &[NodeView]) -> Vec<k8s_openapi::api::core::v1::Node> {
+    use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    nodes
+        .iter()
+        .filter(|n| n.control_plane)
+        .map(|n| Node {
+            metadata: ObjectMeta {
+                name: Some(n.name.clone()),
+                labels: Some(BTreeMap::from([(
+                    crate::controller::quorum::CONTROL_PLANE_LABELS[0].to_string(),
+                    String::new(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(NodeSpec {
+                unschedulable: Some(!n.schedulable),
+                ..NodeSpec::default()
+            }),
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".to_string(),
+                    status: if n.ready { "True" } else { "False" }.to_string(),
+                    ..NodeCondition::default()
+                }]),
+                ..NodeStatus::default()
+            }),
+        })
+        .collect()
 }
 
 fn to_create(input: &PlanInput, node: &str) -> NodeMaintenanceToCreate {

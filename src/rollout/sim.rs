@@ -244,6 +244,7 @@ impl Sim {
                         schedulable: !n.cordoned && !any_nm,
                         cordoned_by_others: n.cordoned || self.foreign_on(&n.name),
                         boot_id: Some(format!("{}-{}", n.name, n.boot)),
+                        control_plane: false,
                     }
                 })
                 .collect(),
@@ -312,6 +313,7 @@ impl Sim {
                     created: now,
                     drain_succeeded: None,
                     deleting: false,
+                    seen: true,
                 },
                 ticks: 0,
             });
@@ -459,6 +461,7 @@ impl Sim {
                             created: self.now,
                             drain_succeeded: None,
                             deleting: false,
+                            seen: true,
                         },
                         ticks: 0,
                     });

@@ -5,7 +5,7 @@
 //! round trip is lossless for everything the planner persists.
 
 use crate::api::maintenance_window::{
-    MaintenanceWindowStatus, NodeFailure, NodeInProgress, RoundStatus, WindowSpan,
+    MaintenanceWindowStatus, NodeFailure, NodeInProgress, NodeSkipped, RoundStatus, WindowSpan,
 };
 use crate::api::{from_time, to_time};
 
@@ -31,6 +31,14 @@ pub fn round_status(round: &Round, counts: RoundCounts) -> RoundStatus {
             .failed
             .iter()
             .map(|(name, reason)| NodeFailure {
+                name: name.clone(),
+                reason: reason.clone(),
+            })
+            .collect(),
+        skipped_nodes: round
+            .skipped
+            .iter()
+            .map(|(name, reason)| NodeSkipped {
                 name: name.clone(),
                 reason: reason.clone(),
             })
@@ -99,6 +107,11 @@ fn round_from_status(round: &RoundStatus) -> Round {
             .collect(),
         stalled_at: round.stalled_at.as_ref().map(from_time),
         forgiven_failures: round.forgiven_failures.unwrap_or(0).max(0) as u32,
+        skipped: round
+            .skipped_nodes
+            .iter()
+            .map(|s| (s.name.clone(), s.reason.clone()))
+            .collect(),
     }
 }
 
@@ -198,6 +211,7 @@ mod tests {
             .into(),
             stalled_at: Some(at),
             forgiven_failures: 1,
+            skipped: [("d".to_string(), "NotReady: the node is not Ready".to_string())].into(),
         };
         let state = RolloutState {
             round: round.clone(),

@@ -25,6 +25,7 @@ fn node(name: &str) -> NodeBuilder {
         schedulable: true,
         cordoned_by_others: false,
         boot_id: Some(format!("{name}-boot-1")),
+        control_plane: false,
     })
 }
 
@@ -65,6 +66,7 @@ fn nm(node: &str) -> NmBuilder {
         created: t(0),
         drain_succeeded: None,
         deleting: false,
+        seen: true,
     })
 }
 
@@ -187,7 +189,8 @@ fn an_opening_window_starts_round_one_and_creates_up_to_the_budget_in_name_order
         .policy(|p| p.budget = Budget::Count(2))
         .plan();
     assert_eq!(created(&plan), ["a", "b"]);
-    assert_eq!(plan.create[0].name, "w-a");
+    assert_eq!(plan.create[0].name, nm_name("w", "a"));
+    assert!(plan.create[0].name.starts_with("w-a-"));
     assert_eq!(plan.state.round.number, 1);
     assert_eq!(plan.state.round.started, Some(t(0)));
     assert_eq!(
