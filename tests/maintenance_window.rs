@@ -974,3 +974,32 @@ async fn an_operator_killed_mid_round_continues_from_the_status_after_a_restart(
         .await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_name_longer_than_63_characters_is_refused_by_the_api_server() {
+    let sandbox = Sandbox::builder().start().await.expect("sandbox starts");
+    sandbox.install_crds().unwrap();
+    let windows: Api<MaintenanceWindow> = Api::all(sandbox.client().unwrap());
+    let spec = "  schedule: \"0 2 * * *\"\n  duration: 1h\n  release: {after: 5m}\n";
+    let long = "w".repeat(64);
+    let window: MaintenanceWindow = serde_yaml::from_str(&window_yaml(&long, spec)).unwrap();
+    let err = windows
+        .create(&PostParams::default(), &window)
+        .await
+        .expect_err("a 64-character name is refused");
+    let kube::Error::Api(status) = err else {
+        panic!("expected an API error, got {err:?}");
+    };
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(
+        status
+            .message
+            .contains(nmo::api::maintenance_window::WINDOW_NAME_TOO_LONG),
+        "{}",
+        status.message
+    );
+    // 63 characters are fine.
+    let fits: MaintenanceWindow =
+        serde_yaml::from_str(&window_yaml(&"w".repeat(63), spec)).unwrap();
+    windows.create(&PostParams::default(), &fits).await.unwrap();
+}

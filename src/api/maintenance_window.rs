@@ -9,6 +9,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+/// The message of the CEL rule that refuses MaintenanceWindow names over 63 characters.
+pub const WINDOW_NAME_TOO_LONG: &str = "metadata.name must be at most 63 characters: it becomes the value of the nodemaintenance.medik8s.io/window label on generated NodeMaintenances";
+
 /// Default `nodeTimeout` when the spec leaves it out.
 pub const DEFAULT_NODE_TIMEOUT: &str = "2h";
 
@@ -28,7 +31,10 @@ pub const DEFAULT_NODE_TIMEOUT: &str = "2h";
     printcolumn = r#"{"name":"Next","type":"string","jsonPath":".status.nextWindowLocal"}"#,
     printcolumn = r#"{"name":"Progress","type":"string","jsonPath":".status.progress"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    // The name becomes the value of the window label on generated NodeMaintenances, and
+    // label values are at most 63 characters: refuse longer names at the API server.
+    validation = Rule::new("self.metadata.name.size() <= 63").message(WINDOW_NAME_TOO_LONG)
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MaintenanceWindowSpec {

@@ -49,7 +49,11 @@ mod tests {
             (u32::MAX, 1.0, cap),
         ];
         for (attempts, jitter, want) in table {
-            assert_eq!(backoff(attempts, S, cap, jitter), want, "attempt {attempts}");
+            assert_eq!(
+                backoff(attempts, S, cap, jitter),
+                want,
+                "attempt {attempts}"
+            );
         }
     }
 
@@ -67,7 +71,11 @@ mod tests {
             (3, f64::NAN, 2 * S),
         ];
         for (attempts, jitter, want) in table {
-            assert_eq!(backoff(attempts, S, cap, jitter), want, "{attempts} {jitter}");
+            assert_eq!(
+                backoff(attempts, S, cap, jitter),
+                want,
+                "{attempts} {jitter}"
+            );
         }
     }
 

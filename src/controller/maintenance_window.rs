@@ -210,7 +210,10 @@ impl Placeholders {
     ) -> Vec<(String, Placeholder)> {
         let mut entries = self.lock();
         entries.retain(|name, p| p.expires > now && !cached.iter().any(|c| &c.name == name));
-        let mut out: Vec<_> = entries.iter().map(|(n, p)| (n.clone(), p.clone())).collect();
+        let mut out: Vec<_> = entries
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -228,7 +231,8 @@ impl Placeholders {
         cap: Option<u32>,
     ) -> Result<(), Refusal> {
         let mut entries = self.lock();
-        entries.retain(|n, p| p.expires > placeholder.created && !cached.iter().any(|c| &c.name == n));
+        entries
+            .retain(|n, p| p.expires > placeholder.created && !cached.iter().any(|c| &c.name == n));
         if entries.contains_key(name) || cached.iter().any(|c| c.name == name) {
             return Ok(());
         }
@@ -1065,5 +1069,132 @@ async fn publish(
         .await
     {
         tracing::warn!(window = %window.name_any(), %err, reason, "could not publish Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+
+    fn t(minutes: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, 2, 0, 0).unwrap() + Duration::minutes(minutes)
+    }
+
+    fn placeholder(window: &str, node: &str, at: i64) -> Placeholder {
+        Placeholder {
+            node: node.to_string(),
+            window: window.to_string(),
+            created: t(at),
+            expires: t(at + 120),
+        }
+    }
+
+    fn cached(name: &str, node: &str) -> CachedMaintenance {
+        CachedMaintenance {
+            name: name.to_string(),
+            node: node.to_string(),
+            generated: true,
+        }
+    }
+
+    fn names(p: &Placeholders, cached: &[CachedMaintenance], at: i64) -> Vec<String> {
+        p.current(cached, t(at))
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    #[test]
+    fn a_placeholder_lasts_until_the_cache_shows_the_object() {
+        let p = Placeholders::default();
+        p.reserve("w-a", placeholder("w", "a", 0), &[], None)
+            .unwrap();
+        assert_eq!(names(&p, &[], 1), ["w-a"]);
+        assert!(names(&p, &[cached("w-a", "a")], 2).is_empty());
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_placeholder_the_cache_never_shows_expires_after_the_node_timeout() {
+        let p = Placeholders::default();
+        p.reserve("w-a", placeholder("w", "a", 0), &[], None)
+            .unwrap();
+        assert_eq!(names(&p, &[], 119), ["w-a"]);
+        assert!(names(&p, &[], 120).is_empty());
+    }
+
+    #[test]
+    fn a_placeholder_is_forgotten_on_delete_and_with_its_window() {
+        let p = Placeholders::default();
+        p.reserve("w-a", placeholder("w", "a", 0), &[], None)
+            .unwrap();
+        p.reserve("w-b", placeholder("w", "b", 0), &[], None)
+            .unwrap();
+        p.reserve("v-c", placeholder("v", "c", 0), &[], None)
+            .unwrap();
+        p.forget("w-a");
+        assert_eq!(names(&p, &[], 1), ["v-c", "w-b"]);
+        p.forget_window("w");
+        assert_eq!(names(&p, &[], 1), ["v-c"]);
+    }
+
+    #[test]
+    fn the_cap_counts_cached_and_reserved_maintenances_of_all_windows() {
+        let p = Placeholders::default();
+        let cache = [cached("x-z", "z")];
+        p.reserve("w-a", placeholder("w", "a", 0), &cache, Some(2))
+            .unwrap();
+        assert_eq!(
+            p.reserve("v-b", placeholder("v", "b", 0), &cache, Some(2)),
+            Err(Refusal::Cap(2))
+        );
+        // The create of w-a failed: its reservation is released and v-b may go.
+        p.forget("w-a");
+        p.reserve("v-b", placeholder("v", "b", 0), &cache, Some(2))
+            .unwrap();
+        // An ad-hoc NodeMaintenance does not count against the cap.
+        let ad_hoc = CachedMaintenance {
+            generated: false,
+            ..cached("fix", "q")
+        };
+        p.forget("v-b");
+        p.reserve(
+            "v-b",
+            placeholder("v", "b", 0),
+            &[ad_hoc, cache[0].clone()],
+            Some(2),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn two_windows_cannot_reserve_the_same_node() {
+        let p = Placeholders::default();
+        p.reserve("w-a", placeholder("w", "a", 0), &[], None)
+            .unwrap();
+        assert_eq!(
+            p.reserve("v-a", placeholder("v", "a", 0), &[], None),
+            Err(Refusal::NodeTaken("w-a".into()))
+        );
+        assert_eq!(
+            p.reserve(
+                "v-b",
+                placeholder("v", "b", 0),
+                &[cached("fix-b", "b")],
+                None
+            ),
+            Err(Refusal::NodeTaken("fix-b".into()))
+        );
+        // Reserving again (a repeated create) is fine.
+        p.reserve("w-a", placeholder("w", "a", 1), &[], None)
+            .unwrap();
+        p.reserve(
+            "w-c",
+            placeholder("w", "c", 0),
+            &[cached("w-c", "c")],
+            Some(1),
+        )
+        .unwrap();
     }
 }

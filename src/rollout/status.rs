@@ -211,7 +211,11 @@ mod tests {
             .into(),
             stalled_at: Some(at),
             forgiven_failures: 1,
-            skipped: [("d".to_string(), "NotReady: the node is not Ready".to_string())].into(),
+            skipped: [(
+                "d".to_string(),
+                "NotReady: the node is not Ready".to_string(),
+            )]
+            .into(),
         };
         let state = RolloutState {
             round: round.clone(),

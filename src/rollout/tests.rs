@@ -48,6 +48,10 @@ impl NodeBuilder {
         self.0.selected = false;
         self
     }
+    fn control_plane(mut self) -> Self {
+        self.0.control_plane = true;
+        self
+    }
     fn rebooted(mut self) -> Self {
         self.0.boot_id = Some(format!("{}-boot-2", self.0.name));
         self
@@ -83,6 +87,18 @@ impl NmBuilder {
     }
     fn deleting(mut self) -> Self {
         self.0.deleting = true;
+        self
+    }
+    /// Created by nmo moments ago, not in the cache yet.
+    fn unseen(mut self) -> Self {
+        self.0.seen = false;
+        self.0.phase = None;
+        self
+    }
+    /// Not this window's, named `name`, for `node`.
+    fn foreign_named(mut self, name: &str) -> Self {
+        self.0.owned = false;
+        self.0.name = name.to_string();
         self
     }
 }
@@ -650,4 +666,181 @@ fn window_opened_and_closed_are_emitted_once_each() {
 fn a_closed_window_requeues_at_the_next_opening() {
     let plan = scenario().nodes([node("a")]).at(61).plan();
     assert_eq!(plan.requeue_at, Some(t(1440)));
+}
+
+#[test]
+fn a_create_never_seen_in_the_cluster_times_out_like_any_other_node() {
+    // A 4-hour window; the create of `a` keeps failing, so the entry is never observed.
+    let s = scenario()
+        .schedule(Some(window(0, 240)), Some(window(1440, 1680)))
+        .policy(|p| p.max_failures = 1)
+        .nodes([node("a"), node("b")]);
+    let first = s.plan();
+    assert_eq!(created(&first), ["a"]);
+    let later = s.after(&first).at(119).plan();
+    assert_eq!(created(&later), ["a"], "asked again before the timeout");
+    let timed_out = s.after(&later).at(120).plan();
+    assert!(timed_out.state.round.failed["a"].contains("nodeTimeout 2h"));
+    assert!(reasons(&timed_out).contains(&EventReason::NodeFailed));
+    assert!(timed_out.delete.is_empty(), "there is nothing to delete");
+    // Its slot frees (no object, node Ready) and the next node goes.
+    assert_eq!(created(&timed_out), ["b"]);
+}
+
+#[test]
+fn a_create_still_in_the_cache_pipeline_is_neither_repeated_nor_taken_as_seen() {
+    let s = scenario().nodes([node("a")]);
+    let first = s.plan();
+    let pending = s.after(&first).nms([nm("a").unseen()]).at(1).plan();
+    assert!(pending.create.is_empty(), "not created twice");
+    assert!(!pending.state.round.in_flight["a"].observed);
+    // The placeholder went away without the object ever showing: not "deleted by others",
+    // just asked again.
+    let gone = s.after(&pending).at(2).plan();
+    assert_eq!(created(&gone), ["a"]);
+    assert!(gone.events.is_empty(), "{:?}", gone.events);
+}
+
+#[test]
+fn a_node_whose_generated_name_is_taken_by_someone_else_is_skipped_with_one_warning() {
+    let squatter = nm("z").foreign_named(&nm_name("w", "a"));
+    let s = scenario()
+        .nodes([node("a"), node("b"), node("z")])
+        .policy(|p| p.budget = Budget::Count(3))
+        .nms([squatter]);
+    let plan = s.plan();
+    assert_eq!(created(&plan), ["b"]);
+    let reason = &plan.state.round.skipped["a"];
+    assert!(
+        reason.starts_with("NameTaken: NodeMaintenance w-a-"),
+        "{reason}"
+    );
+    let blocked: Vec<_> = plan
+        .events
+        .iter()
+        .filter(|e| e.reason == EventReason::NodeBlocked)
+        .collect();
+    assert_eq!(blocked.len(), 1, "{:?}", plan.events);
+    assert!(blocked[0].warning);
+    assert!(blocked[0].message.contains("node a is blocked"));
+    let again = s.after(&plan).at(1).plan();
+    assert!(
+        !reasons(&again).contains(&EventReason::NodeBlocked),
+        "once per transition"
+    );
+    assert_eq!(again.state.round.skipped, plan.state.round.skipped);
+}
+
+#[test]
+fn an_unobserved_create_whose_name_turns_out_taken_gives_the_node_back() {
+    let s = scenario().nodes([node("a"), node("z")]);
+    let first = s.plan();
+    assert_eq!(created(&first), ["a"]);
+    // The create got 409 from someone else's object, which the cache now shows.
+    let after = s
+        .after(&first)
+        .nms([nm("z").foreign_named(&nm_name("w", "a"))])
+        .at(1)
+        .plan();
+    assert!(!after.state.round.in_flight.contains_key("a"));
+    assert!(after.state.round.skipped["a"].starts_with("NameTaken"));
+    assert!(!created(&after).contains(&"a"));
+}
+
+#[test]
+fn skips_are_listed_in_the_round_and_cleared_when_they_end() {
+    let s = scenario()
+        .nodes([node("a").not_ready(), node("b").cordoned(), node("c")])
+        .policy(|p| p.budget = Budget::Count(3));
+    let plan = s.plan();
+    assert_eq!(
+        plan.state.round.skipped,
+        BTreeMap::from([
+            (
+                "a".to_string(),
+                "NotReady: the node is not Ready".to_string()
+            ),
+            (
+                "b".to_string(),
+                "Cordoned: the node was cordoned by someone else".to_string()
+            ),
+        ])
+    );
+    let healed = s
+        .after(&plan)
+        .nodes([node("a"), node("b"), node("c").in_maintenance()])
+        .nms([nm("c")])
+        .at(1)
+        .plan();
+    assert!(healed.state.round.skipped.is_empty());
+    assert_eq!(created(&healed), ["a", "b"]);
+}
+
+#[test]
+fn control_plane_nodes_start_only_while_a_majority_stays_available() {
+    let cp = |n: &str| node(n).control_plane();
+    let table: Vec<(&str, Vec<NodeBuilder>, Vec<NmBuilder>, Vec<&str>)> = vec![
+        (
+            "one of three healthy goes, the second would break quorum",
+            vec![cp("cp-1"), cp("cp-2"), cp("cp-3")],
+            vec![],
+            vec!["cp-1"],
+        ),
+        (
+            "a NotReady peer outside the selector leaves no room",
+            vec![cp("cp-1"), cp("cp-2"), cp("cp-3").not_ready().unselected()],
+            vec![],
+            vec![],
+        ),
+        (
+            "a peer under an ad-hoc NodeMaintenance counts as unavailable",
+            vec![cp("cp-1"), cp("cp-2"), cp("cp-3").unselected()],
+            vec![nm("cp-3").ad_hoc("fix-cp-3")],
+            vec![],
+        ),
+        (
+            "five control-plane nodes allow two at once",
+            vec![cp("cp-1"), cp("cp-2"), cp("cp-3"), cp("cp-4"), cp("cp-5")],
+            vec![],
+            vec!["cp-1", "cp-2"],
+        ),
+        (
+            "workers are not held back",
+            vec![cp("cp-1"), node("w-1"), node("w-2")],
+            vec![],
+            vec!["w-1", "w-2"],
+        ),
+    ];
+    for (case, nodes, nms, want) in table {
+        let plan = scenario()
+            .nodes(nodes)
+            .nms(nms)
+            .policy(|p| p.budget = Budget::Count(5))
+            .plan();
+        assert_eq!(created(&plan), want, "{case}");
+    }
+}
+
+#[test]
+fn a_control_plane_node_held_back_by_quorum_says_why_and_starts_once_a_peer_is_back() {
+    let cp = |n: &str| node(n).control_plane();
+    let s = scenario()
+        .nodes([cp("cp-1"), cp("cp-2"), cp("cp-3").not_ready()])
+        .policy(|p| p.budget = Budget::Count(3));
+    let held = s.plan();
+    assert!(held.create.is_empty());
+    let reason = &held.state.round.skipped["cp-1"];
+    assert!(
+        reason
+            .starts_with("ControlPlaneQuorum: can't put control-plane node cp-1 into maintenance"),
+        "{reason}"
+    );
+    assert!(reason.contains("1 of 3"), "{reason}");
+    let back = s
+        .after(&held)
+        .nodes([cp("cp-1"), cp("cp-2"), cp("cp-3")])
+        .at(1)
+        .plan();
+    assert_eq!(created(&back), ["cp-1"]);
+    assert!(back.state.round.skipped["cp-2"].starts_with("ControlPlaneQuorum"));
 }
