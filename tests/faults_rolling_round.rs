@@ -230,7 +230,7 @@ spec:
     let round = eventually("round 1 to complete under faults", || {
         let windows = windows.clone();
         expiries += 1;
-        if expiries % 60 == 0 {
+        if expiries.is_multiple_of(60) {
             sandbox.expire_watch_history();
         }
         async move {
