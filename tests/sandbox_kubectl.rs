@@ -389,7 +389,13 @@ async fn kubectl_delete_waits_for_the_finalizer_to_go() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // kubectl waits for the deletion by watching the object: once its watch is open, it is
+    // waiting, and it must still be running.
+    eventually(20, "kubectl to watch the NodeMaintenance", || {
+        let watches = s.request_count("watch", "nodemaintenances");
+        async move { (watches > 0).then_some(()) }
+    })
+    .await;
     assert!(
         delete.try_wait().unwrap().is_none(),
         "kubectl delete returned while the finalizer was still there"
