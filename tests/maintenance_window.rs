@@ -3,14 +3,15 @@
 
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use nmo::api::{MaintenanceWindow, NodeMaintenance, WINDOW_LABEL};
 use nmo::clock::{Clock, VirtualClock};
 use nmo::controller::{ControllerConfig, ControllerHandle};
-use nmo::sandbox::{NewPod, Sandbox};
+use nmo::rollout::nm_name;
+use nmo::sandbox::{Fault, FaultRule, NewPod, Sandbox};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
@@ -1002,4 +1003,289 @@ async fn a_window_name_longer_than_63_characters_is_refused_by_the_api_server() 
     let fits: MaintenanceWindow =
         serde_yaml::from_str(&window_yaml(&"w".repeat(63), spec)).unwrap();
     windows.create(&PostParams::default(), &fits).await.unwrap();
+}
+
+/// A window over the named workers only.
+fn window_over(name: &str, nodes: &[&str], extra: &str) -> String {
+    format!(
+        "apiVersion: nodemaintenance.medik8s.io/v1alpha1\nkind: MaintenanceWindow\nmetadata: {{name: {name}}}\nspec:\n  nodeSelector:\n    matchExpressions: [{{key: kubernetes.io/hostname, operator: In, values: [{}]}}]\n{extra}",
+        nodes.join(", ")
+    )
+}
+
+impl Env {
+    async fn nm_exists(&self, name: &str) -> bool {
+        self.maintenances()
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
+    /// Events on the window `window` with reason `reason`.
+    async fn window_events(&self, window: &str, reason: &str) -> Vec<Event> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        events
+            .list(&Default::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| {
+                e.involved_object.kind.as_deref() == Some("MaintenanceWindow")
+                    && e.involved_object.name.as_deref() == Some(window)
+                    && e.reason.as_deref() == Some(reason)
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_create_does_not_stop_the_creates_after_it_and_is_retried() {
+    let env = Env::new(at(1, 58), 3).await;
+    // Every create of worker-01's NodeMaintenance fails with 500 until the rule is removed.
+    let first = nm_name("burst", "worker-01");
+    let rule = env
+        .sandbox
+        .faults()
+        .add(
+            FaultRule::new(Fault::Status(500))
+                .verbs(&["create"])
+                .resources(&["nodemaintenances"])
+                .names(&[&first]),
+        )
+        .unwrap();
+    env.apply_window(&window_yaml(
+        "burst",
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  maxUnavailable: 3\n  release: {after: 10m}\n",
+    ))
+    .await;
+    // worker-01 comes first in name order; its failure does not hold back the other two.
+    for node in ["worker-02", "worker-03"] {
+        let name = nm_name("burst", node);
+        env.wait(&format!("{name} created"), 30, || async {
+            env.nm_exists(&name).await.then_some(())
+        })
+        .await;
+    }
+    assert!(env.sandbox.faults().hits(rule) >= 1, "the create was tried");
+    assert!(!env.nm_exists(&first).await);
+    // Once the API server accepts it, the failed create is retried.
+    env.sandbox.faults().remove(rule);
+    let done = env.round_completed("burst", 1).await;
+    let round = done.status.unwrap().round.unwrap();
+    assert_eq!((round.completed, round.failed), (3, 0));
+    let mut nodes = env.created_nodes();
+    nodes.sort();
+    assert_eq!(nodes, workers(3), "each node once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_that_never_succeeds_times_out_and_the_round_goes_on() {
+    let env = Env::new(at(1, 58), 2).await;
+    env.sandbox
+        .faults()
+        .add(
+            FaultRule::new(Fault::Status(500))
+                .verbs(&["create"])
+                .resources(&["nodemaintenances"])
+                .names(&[&nm_name("stuck", "worker-01")]),
+        )
+        .unwrap();
+    env.apply_window(&window_yaml(
+        "stuck",
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  maxUnavailable: 2\n  release: {after: 5m}\n  nodeTimeout: 30m\n  maxFailures: 1\n",
+    ))
+    .await;
+    let done = env.round_completed("stuck", 1).await;
+    let round = done.status.unwrap().round.unwrap();
+    assert_eq!((round.completed, round.failed), (1, 1), "{round:?}");
+    assert_eq!(round.failed_nodes[0].name, "worker-01");
+    assert!(
+        round.failed_nodes[0].reason.contains("nodeTimeout 30m"),
+        "{:?}",
+        round.failed_nodes
+    );
+    assert_eq!(env.created_nodes(), ["worker-02"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_name_taken_by_someone_else_blocks_the_node_in_status_and_an_event() {
+    let env = Env::new(at(1, 58), 3).await;
+    let taken = nm_name("squat", "worker-01");
+    // Hold the window's create of worker-01 at the API server long enough for someone else
+    // to create an object with that name first: the window's create then gets 409.
+    let delay = env
+        .sandbox
+        .faults()
+        .add(
+            FaultRule::new(Fault::latency(StdDuration::from_secs(2)))
+                .verbs(&["create"])
+                .resources(&["nodemaintenances"])
+                .names(&[&taken])
+                .limit(1),
+        )
+        .unwrap();
+    env.apply_window(&window_over(
+        "squat",
+        &["worker-01", "worker-02"],
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  maxUnavailable: 2\n  release: {after: 5m}\n",
+    ))
+    .await;
+    env.wait(
+        "the window's create of worker-01 to be held",
+        30,
+        || async { (env.sandbox.faults().hits(delay) == 1).then_some(()) },
+    )
+    .await;
+    // Someone else's NodeMaintenance with that name, for a node outside the window.
+    let squatter: NodeMaintenance = serde_yaml::from_str(&format!(
+        "apiVersion: nodemaintenance.medik8s.io/v1beta1\nkind: NodeMaintenance\nmetadata: {{name: {taken}}}\nspec: {{nodeName: worker-03, reason: mine}}\n"
+    ))
+    .unwrap();
+    env.maintenances()
+        .create(&PostParams::default(), &squatter)
+        .await
+        .unwrap();
+
+    let windows = env.windows();
+    let round = env
+        .wait("worker-01 reported as blocked", 30, || {
+            let windows = windows.clone();
+            async move {
+                let round = windows.get("squat").await.ok()?.status?.round?;
+                round
+                    .skipped_nodes
+                    .iter()
+                    .any(|s| s.name == "worker-01" && s.reason.starts_with("NameTaken"))
+                    .then_some(round)
+            }
+        })
+        .await;
+    assert!(
+        round
+            .in_progress_nodes
+            .iter()
+            .all(|n| n.name != "worker-01"),
+        "a blocked node is not in progress: {round:?}"
+    );
+    let events = env
+        .wait("a NodeBlocked Event", 30, || async {
+            let events = env.window_events("squat", "NodeBlocked").await;
+            (!events.is_empty()).then_some(events)
+        })
+        .await;
+    assert_eq!(events[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        events[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&taken),
+        "{:?}",
+        events[0].message
+    );
+    // The squatter is left alone.
+    let still = env.maintenances().get(&taken).await.unwrap();
+    assert_eq!(still.spec.node_name, "worker-03");
+    // worker-02 went ahead meanwhile; once the name is free, worker-01 goes too.
+    env.wait("worker-02 done", 30, || {
+        let windows = windows.clone();
+        async move {
+            let round = windows.get("squat").await.ok()?.status?.round?;
+            round
+                .completed_nodes
+                .contains(&"worker-02".to_string())
+                .then_some(())
+        }
+    })
+    .await;
+    env.maintenances()
+        .delete(&taken, &DeleteParams::default())
+        .await
+        .unwrap();
+    let done = env.round_completed("squat", 1).await;
+    let round = done.status.unwrap().round.unwrap();
+    assert_eq!((round.completed, round.failed), (2, 0));
+    assert!(round.skipped_nodes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_status_write_of_one_window_does_not_stall_another() {
+    let env = Env::new(at(1, 58), 2).await;
+    // Every status write of `slow` hangs at the API server far longer than this test runs.
+    let hang = env
+        .sandbox
+        .faults()
+        .add(
+            FaultRule::new(Fault::latency(StdDuration::from_secs(600)))
+                .verbs(&["patch", "update"])
+                .resources(&["maintenancewindows/status"])
+                .names(&["slow"]),
+        )
+        .unwrap();
+    env.apply_window(&window_over(
+        "slow",
+        &["worker-01"],
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  release: {after: 5m}\n",
+    ))
+    .await;
+    env.wait("slow's status write to hang", 30, || async {
+        (env.sandbox.faults().hits(hang) >= 1).then_some(())
+    })
+    .await;
+    env.apply_window(&window_over(
+        "fast",
+        &["worker-02"],
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  release: {after: 5m}\n",
+    ))
+    .await;
+    let done = env.round_completed("fast", 1).await;
+    assert_eq!(done.status.unwrap().round.unwrap().completed, 1);
+    assert_eq!(env.created_nodes(), ["worker-02"]);
+    // `slow` is still stuck in its first status write: nothing written, nothing created.
+    assert!(env.window("slow").await.status.is_none());
+    assert!(!env.nm_exists(&nm_name("slow", "worker-01")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_writes_of_one_window_do_not_stall_another() {
+    let env = Env::new(at(1, 58), 2).await;
+    // API Priority and Fairness throttles every write of `throttled`.
+    let throttle = env
+        .sandbox
+        .faults()
+        .add(
+            FaultRule::new(Fault::TooManyRequests {
+                retry_after_secs: 1,
+            })
+            .verbs(&["patch", "update"])
+            .resources(&["maintenancewindows/status"])
+            .names(&["throttled"]),
+        )
+        .unwrap();
+    env.apply_window(&window_over(
+        "throttled",
+        &["worker-01"],
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  release: {after: 5m}\n",
+    ))
+    .await;
+    env.wait("throttled's status write to be refused", 30, || async {
+        (env.sandbox.faults().hits(throttle) >= 1).then_some(())
+    })
+    .await;
+    env.apply_window(&window_over(
+        "other",
+        &["worker-02"],
+        "  schedule: \"0 2 * * *\"\n  duration: 4h\n  release: {after: 5m}\n",
+    ))
+    .await;
+    env.round_completed("other", 1).await;
+    assert_eq!(env.created_nodes(), ["worker-02"]);
+    assert!(env.window("throttled").await.status.is_none());
+    // Once the throttling stops, the throttled window catches up.
+    env.sandbox.faults().remove(throttle);
+    env.round_completed("throttled", 1).await;
+    assert_eq!(env.created_nodes(), ["worker-02", "worker-01"]);
 }
