@@ -23,7 +23,13 @@
 //!
 //! - Pending nodes that are NotReady, cordoned by someone else or under any other
 //!   NodeMaintenance are skipped and retried on later plans; later nodes in name order go
-//!   ahead meanwhile.
+//!   ahead meanwhile. So are control-plane nodes that would break the control-plane quorum
+//!   ([`crate::controller::quorum::check_quorum`], counting every node under a
+//!   NodeMaintenance, in flight or started by this plan as unavailable), and nodes whose
+//!   generated name ([`nm_name`]) is taken by a NodeMaintenance that is not this window's for
+//!   that node (`NodeBlocked` Warning once). Skips are persisted in `Round::skipped` while the
+//!   round runs (`status.round.skippedNodes`).
+//! - A node whose create was never seen in the cluster is still bound by `nodeTimeout`.
 //! - A round starts at the first plan inside an open window, after the previous round
 //!   finished (strictly before the window opened), when not suspended, not in dry run and not
 //!   stalled. With no selected node no round starts (`Stalled`, `NoNodesSelected`).

@@ -779,7 +779,13 @@ fn skips_are_listed_in_the_round_and_cleared_when_they_end() {
 #[test]
 fn control_plane_nodes_start_only_while_a_majority_stays_available() {
     let cp = |n: &str| node(n).control_plane();
-    let table: Vec<(&str, Vec<NodeBuilder>, Vec<NmBuilder>, Vec<&str>)> = vec![
+    type Case = (
+        &'static str,
+        Vec<NodeBuilder>,
+        Vec<NmBuilder>,
+        Vec<&'static str>,
+    );
+    let table: Vec<Case> = vec![
         (
             "one of three healthy goes, the second would break quorum",
             vec![cp("cp-1"), cp("cp-2"), cp("cp-3")],
