@@ -80,7 +80,7 @@ mod tests {
     }
 
     fn window(max_unavailable: Value) -> Value {
-        json!({"spec": {"schedule": "0 2 * * *", "duration": "4h", "nodeSelector": {"matchLabels": {"a": "b"}},
+        json!({"metadata": {"name": "w"}, "spec": {"schedule": "0 2 * * *", "duration": "4h", "nodeSelector": {"matchLabels": {"a": "b"}},
             "release": {"after": "10m"}, "maxUnavailable": max_unavailable}})
     }
 
@@ -95,6 +95,22 @@ mod tests {
         assert_eq!(
             causes[0].message,
             "Invalid value: \"string\": spec.maxUnavailable must be an integer >= 1 or a percentage from 1% to 100%"
+        );
+    }
+
+    #[test]
+    fn root_rules_see_the_object_name() {
+        let s = schema("MaintenanceWindow");
+        let mut long = window(json!(1));
+        long["metadata"]["name"] = json!("w".repeat(64));
+        let causes = check_rules(&s, &long, None);
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert!(
+            causes[0]
+                .message
+                .ends_with(crate::api::maintenance_window::WINDOW_NAME_TOO_LONG),
+            "{}",
+            causes[0].message
         );
     }
 
