@@ -594,11 +594,10 @@ async fn watches_send_bookmarks_and_end_after_their_timeout() {
         }
     }
     assert!(bookmarks >= 3, "{bookmarks} bookmarks");
+    // A lower bound only: the watch lasted its timeout (an upper bound would be a wall-clock
+    // limit that a loaded machine can break).
     let took = started.elapsed();
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_millis(900), "{took:?}");
 }
 
 #[tokio::test]

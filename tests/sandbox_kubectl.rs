@@ -389,7 +389,13 @@ async fn kubectl_delete_waits_for_the_finalizer_to_go() {
         }
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // kubectl waits for the deletion by watching the object: once its watch is open, it is
+    // waiting, and it must still be running.
+    eventually(20, "kubectl to watch the NodeMaintenance", || {
+        let watches = s.request_count("watch", "nodemaintenances");
+        async move { (watches > 0).then_some(()) }
+    })
+    .await;
     assert!(
         delete.try_wait().unwrap().is_none(),
         "kubectl delete returned while the finalizer was still there"
@@ -494,4 +500,41 @@ async fn a_kubectl_snapshot_seeds_another_sandbox() {
     assert_eq!(r[1][3], "1", "{r:?}");
     let r = rows(&kb.ok(&["get", "nodes"]).await);
     assert_eq!(r.len(), 3);
+}
+
+#[tokio::test]
+async fn faults_are_switched_with_kubectl_raw_requests_and_kubectl_sees_them() {
+    let sandbox = sandbox().await;
+    let k = Kubectl::new(&sandbox);
+    let rule = k.home.path().join("rule.json");
+    std::fs::write(
+        &rule,
+        r#"{"fault": {"status": 503}, "verbs": ["list"], "resources": ["nodes"]}"#,
+    )
+    .unwrap();
+    let created = k
+        .ok(&[
+            "create",
+            "--raw",
+            "/sandbox/faults",
+            "-f",
+            rule.to_str().unwrap(),
+        ])
+        .await;
+    assert!(created.contains("\"id\""), "{created}");
+    let out = k.run(&["get", "nodes"]).await;
+    assert!(!out.status.success(), "the listing is refused");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unable to handle the request"),
+        "kubectl shows the 503 message: {stderr}"
+    );
+    let listed = k.ok(&["get", "--raw", "/sandbox/faults"]).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert!(
+        listed["rules"][0]["hits"].as_u64().unwrap() >= 1,
+        "{listed}"
+    );
+    k.ok(&["delete", "--raw", "/sandbox/faults"]).await;
+    k.ok(&["get", "nodes"]).await;
 }

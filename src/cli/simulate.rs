@@ -204,6 +204,9 @@ async fn serve(
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     );
+    eprintln!(
+        "fault injection: kubectl create --raw /sandbox/faults -f RULE.json, kubectl get --raw /sandbox/faults, kubectl delete --raw /sandbox/faults (see the README)"
+    );
     let handle = if args.no_controllers {
         eprintln!("controllers: off (--no-controllers)");
         None

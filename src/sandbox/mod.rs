@@ -19,6 +19,7 @@ pub mod cel;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod faults;
 pub mod kubelet;
 pub mod patch;
 pub mod pdb;
@@ -31,6 +32,7 @@ pub mod table;
 pub mod tls;
 
 pub use error::ApiError;
+pub use faults::{Fault, FaultId, FaultRule, Faults};
 
 use crate::clock::{Clock, SystemClock};
 use serde_json::{Map, Value, json};
@@ -113,6 +115,7 @@ pub struct SandboxBuilder {
     token: Option<String>,
     history_limit: usize,
     bookmark_interval: Duration,
+    fault_seed: u64,
 }
 
 impl Default for SandboxBuilder {
@@ -126,6 +129,7 @@ impl Default for SandboxBuilder {
             token: None,
             history_limit: 10_000,
             bookmark_interval: Duration::from_secs(5),
+            fault_seed: 0x6e6d_6f66_6175_6c74,
         }
     }
 }
@@ -170,6 +174,12 @@ impl SandboxBuilder {
         self.history_limit = n.max(1);
         self
     }
+    /// Seed of the generator that picks which requests a fault rule with a share below 1
+    /// hits: the same seed and the same request order fail the same requests.
+    pub fn fault_seed(mut self, seed: u64) -> Self {
+        self.fault_seed = seed;
+        self
+    }
     /// How often watches that allow bookmarks get one (default 5 s).
     pub fn bookmark_interval(mut self, every: Duration) -> Self {
         self.bookmark_interval = every.max(Duration::from_millis(10));
@@ -208,6 +218,7 @@ impl SandboxBuilder {
             address: local.to_string(),
             token: self.token.clone(),
             bookmark_interval: self.bookmark_interval,
+            faults: Faults::with_seed(self.fault_seed),
         });
         let (stop_tx, stop_rx) = watch::channel(false);
         let timers = tokio::spawn(run_timers(
@@ -577,6 +588,17 @@ impl Sandbox {
             .create_pod(&pod)
             .map(|v| (*v).clone())
             .map_err(|e| SandboxError::api(format!("create pod {}", pod.name), e))
+    }
+
+    /// The fault injection rules: add one to make matching requests fail, slow down, or end
+    /// their watches early (see [`faults`]).
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    /// End every open watch now (clients resume from their last resourceVersion).
+    pub fn close_watches(&self) {
+        self.shared.faults.close_watches();
     }
 
     /// Forget the watch history: watches resuming from older resourceVersions get 410.

@@ -4,6 +4,7 @@
 use super::discovery;
 use super::error::ApiError;
 use super::events;
+use super::faults::{self, FaultRule, Faults, RequestInfo, Verdict};
 use super::patch::{self, Scope, WriteContext};
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
@@ -35,6 +36,8 @@ pub struct Shared {
     pub token: Option<String>,
     /// How often watches get a BOOKMARK when they asked for them.
     pub bookmark_interval: Duration,
+    /// The fault injection rules in force.
+    pub faults: Faults,
 }
 
 impl Shared {
@@ -72,7 +75,14 @@ fn bytes_response(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body
 }
 
 fn error_response(e: &ApiError) -> Response<Body> {
-    json_response(e.code, &e.status())
+    let mut r = json_response(e.code, &e.status());
+    // API Priority and Fairness (and an injected 429) tell the client when to come back.
+    if let Some(secs) = e.details.get("retryAfterSeconds").and_then(Value::as_u64)
+        && let Ok(v) = header::HeaderValue::from_str(&secs.to_string())
+    {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 /// Decoded query parameters (repeated keys keep all values).
@@ -180,6 +190,16 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 vec![],
             ));
         }
+        (_, [faults::admin::PREFIX, ..]) => {
+            let method = req.method().clone();
+            let body = req
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?
+                .to_bytes();
+            return admin(&shared, &method, &segs[1..], &body);
+        }
         (&Method::GET, [root @ ("api" | "apis")]) => {
             // `/api` is the core group, `/apis` every other group.
             let core = *root == "api";
@@ -266,6 +286,27 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     } else {
         Bytes::new()
     };
+    let verdict = if shared.faults.is_empty() {
+        Verdict::default()
+    } else {
+        let body_name = (verb == "create" && target.name.is_none())
+            .then(|| serde_json::from_slice::<Value>(&body).ok())
+            .flatten()
+            .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string));
+        shared.faults.decide(&RequestInfo {
+            verb,
+            resource: &resource,
+            namespace: &target.ns,
+            name: target.name.as_deref().or(body_name.as_deref()),
+        })
+    };
+    if !verdict.delay.is_zero() {
+        tokio::time::sleep(verdict.delay).await;
+    }
+    if let Some(e) = verdict.error {
+        shared.count("injected", &resource);
+        return Err(e);
+    }
     let as_table = accept.contains("as=Table");
     let opts = WriteOpts {
         dry_run: query.all("dryRun").iter().any(|d| d == "All"),
@@ -303,7 +344,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             Ok(json_response(200, &out))
         }
         "list" => list(&shared, &target, &query, as_table),
-        "watch" => watch(shared, target, &query, as_table),
+        "watch" => watch(shared, target, &query, as_table, verdict.end_watch),
         "create" => {
             let obj = decode_body(&content_type, &body)?;
             let mut store = shared.lock();
@@ -389,6 +430,52 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             ))
         }
         _ => Err(ApiError::method_not_allowed()),
+    }
+}
+
+/// The fault injection admin endpoint (see [`faults::admin`]).
+fn admin(
+    shared: &Shared,
+    method: &Method,
+    segs: &[&str],
+    body: &[u8],
+) -> Result<Response<Body>, ApiError> {
+    match (method, segs) {
+        (&Method::GET, ["faults"]) => Ok(json_response(200, &shared.faults.describe())),
+        (&Method::POST, ["faults"]) => {
+            let rule: FaultRule = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("invalid fault rule: {e}")))?;
+            let id = shared
+                .faults
+                .add(rule)
+                .map_err(|e| ApiError::bad_request(format!("invalid fault rule: {e}")))?;
+            Ok(json_response(201, &json!({ "id": id })))
+        }
+        (&Method::DELETE, ["faults"]) => {
+            shared.faults.clear();
+            Ok(json_response(200, &shared.faults.describe()))
+        }
+        (&Method::DELETE, ["faults", id]) => {
+            let removed = id.parse().is_ok_and(|id| shared.faults.remove(id));
+            if removed {
+                Ok(json_response(200, &shared.faults.describe()))
+            } else {
+                Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("no fault rule with id {id:?}"),
+                ))
+            }
+        }
+        (&Method::POST, ["watches", "close"]) => {
+            shared.faults.close_watches();
+            Ok(json_response(200, &json!({ "closed": true })))
+        }
+        (&Method::POST, ["watch-history", "expire"]) => {
+            shared.lock().expire_history();
+            Ok(json_response(200, &json!({ "expired": true })))
+        }
+        _ => Err(ApiError::no_such_resource()),
     }
 }
 
@@ -862,6 +949,7 @@ fn watch(
     target: Target,
     query: &Query,
     as_table: bool,
+    end_early: Option<Duration>,
 ) -> Result<Response<Body>, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.0))?;
@@ -875,6 +963,9 @@ fn watch(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
+    let timeout = end_early.map_or(timeout, |e| e.min(timeout));
+    let mut closer = shared.faults.watch_closer();
+    closer.mark_unchanged();
     let filter = WatchFilter {
         rt: target.rt.clone(),
         version: target.version.clone(),
@@ -961,6 +1052,7 @@ fn watch(
         loop {
             tokio::select! {
                 _ = &mut deadline => return,
+                _ = closer.changed() => return,
                 _ = ticker.tick(), if bookmarks => {
                     let mut b = bookmark(last_rv);
                     if send_initial {
