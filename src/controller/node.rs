@@ -343,6 +343,12 @@ pub(crate) mod tests {
     #[derive(Clone)]
     pub(crate) struct NodeBuilder(Node);
 
+    impl From<Node> for NodeBuilder {
+        fn from(node: Node) -> Self {
+            NodeBuilder(node)
+        }
+    }
+
     pub(crate) fn node(name: &str) -> NodeBuilder {
         NodeBuilder(Node {
             metadata: ObjectMeta {

@@ -153,6 +153,7 @@ pub(super) async fn act(
             write_status(ctx, &nm, &stage, false).await?;
             return Ok(Action::requeue(real_until(ctx, retry_at)));
         }
+        Plan::Pause { retry_at } => return Ok(Action::requeue(real_until(ctx, retry_at))),
         Plan::Release { stage } => {
             release_node(ctx, &nm).await?;
             write_status(ctx, &nm, &stage, false).await?;

@@ -83,6 +83,12 @@ pub enum Plan {
         /// When to look again (clock time).
         retry_at: DateTime<Utc>,
     },
+    /// A lease renewal failed a moment ago: wait out its backoff (our own status write woke
+    /// us), touching nothing.
+    Pause {
+        /// When to try again (clock time).
+        retry_at: DateTime<Utc>,
+    },
     /// Another holder took our lease: release the node and fail.
     Release {
         /// What to report.
@@ -174,6 +180,34 @@ pub fn decide(observed: &Observed, now: DateTime<Utc>, config: &NodeMaintenanceC
             stage: Stage::LeaseHeldByOther { holder, expires },
             retry_at,
         };
+    }
+
+    let failures = nm
+        .status
+        .as_ref()
+        .and_then(|s| s.error_on_lease_count)
+        .unwrap_or(0);
+    let last_try = nm
+        .status
+        .as_ref()
+        .and_then(|s| s.last_update.as_ref())
+        .map(|t| crate::api::from_time(t));
+    if let (Ok(attempt @ 1..), Some(last_try), LeaseDecision::Take { .. } | LeaseDecision::Create) =
+        (u32::try_from(failures), last_try, &lease)
+    {
+        let wait = backoff(
+            attempt,
+            config.lease_retry,
+            config.error_retry_max,
+            seed_of(&nm.metadata.name.clone().unwrap_or_default()),
+        );
+        let mut retry_at = last_try + std_to_chrono(wait);
+        if let Some(renewed) = lease::last_renewal(observed.lease.as_ref(), &config.lease_holder) {
+            retry_at = retry_at.min(renewed + duration);
+        }
+        if retry_at > now {
+            return Plan::Pause { retry_at };
+        }
     }
 
     let drain = if succeeded {
