@@ -431,9 +431,14 @@ async fn reconcile_fresh(
         return Ok(Outcome::Gone);
     };
     if fresh.uid() != nm.uid() {
-        // A new object with the same name: its own events will bring it here.
-        return Ok(Outcome::Gone);
+        // A new object with the same name: its own events will bring it here. The old one's
+        // tasks go.
+        ctx.drains.cancel(&nm.uid().unwrap_or_default());
+        return Ok(Outcome::Done(Action::await_change()));
     }
+    // Once cleanup has let the finalizer go, the object is gone: kube-runtime does not
+    // reconcile a deleted object again, so this is where its bookkeeping is pruned.
+    let deleting = fresh.metadata.deletion_timestamp.is_some();
     finalizer(&api, FINALIZER, Arc::new(fresh), |event| async {
         match event {
             FinalizerEvent::Apply(nm) => apply(nm, ctx).await,
@@ -441,7 +446,13 @@ async fn reconcile_fresh(
         }
     })
     .await
-    .map(Outcome::Done)
+    .map(|action| {
+        if deleting {
+            Outcome::Gone
+        } else {
+            Outcome::Done(action)
+        }
+    })
     .map_err(|e| ReconcileError::Finalizer(Box::new(e)))
 }
 
