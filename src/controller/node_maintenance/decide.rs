@@ -143,19 +143,20 @@ pub fn decide(observed: &Observed, now: DateTime<Utc>, config: &NodeMaintenanceC
 
     // Quorum first: a refused control-plane node is not even leased. A node already in
     // maintenance keeps it, whatever happened to the quorum since.
-    if !held && !succeeded {
-        if let Err(violation) = quorum::check_quorum(
+    if !held
+        && !succeeded
+        && let Err(violation) = quorum::check_quorum(
             &nm.spec.node_name,
             &observed.control_plane,
             &observed.in_maintenance,
-        ) {
-            return Plan::Wait {
-                stage: Stage::QuorumWouldBeLost {
-                    message: violation.to_string(),
-                },
-                retry_at: now + std_to_chrono(config.quorum_retry),
-            };
-        }
+        )
+    {
+        return Plan::Wait {
+            stage: Stage::QuorumWouldBeLost {
+                message: violation.to_string(),
+            },
+            retry_at: now + std_to_chrono(config.quorum_retry),
+        };
     }
 
     let duration = std_to_chrono(config.lease_duration);
@@ -191,7 +192,7 @@ pub fn decide(observed: &Observed, now: DateTime<Utc>, config: &NodeMaintenanceC
         .status
         .as_ref()
         .and_then(|s| s.last_update.as_ref())
-        .map(|t| crate::api::from_time(t));
+        .map(crate::api::from_time);
     if let (Ok(attempt @ 1..), Some(last_try), LeaseDecision::Take { .. } | LeaseDecision::Create) =
         (u32::try_from(failures), last_try, &lease)
     {

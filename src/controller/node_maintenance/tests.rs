@@ -848,7 +848,7 @@ mod decide_tests {
             nm("elsewhere").on("b").build(),
         ];
         assert_eq!(live_siblings(&this, &all), ["other"]);
-        assert!(live_siblings(&this, &[this.clone()]).is_empty());
+        assert!(live_siblings(&this, std::slice::from_ref(&this)).is_empty());
     }
 
     #[test]
