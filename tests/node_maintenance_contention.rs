@@ -5,8 +5,9 @@
 #[path = "node_maintenance_support.rs"]
 mod support;
 
+use futures::{StreamExt, TryStreamExt};
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
+use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
 use nmo::api::conditions::{self, ConditionType};
 use nmo::api::{MaintenancePhase, NodeMaintenance};
 use nmo::controller::node_maintenance::reasons;
@@ -87,13 +88,38 @@ async fn two_maintenances_of_one_node_keep_it_in_maintenance_until_the_last_is_d
     ctl.stop().await;
 }
 
-/// Wait until `name` has gone back to Running (Reconciling=True, reason Drifted) after drift.
-async fn wait_drifted(c: &Cluster, name: &str) -> NodeMaintenance {
-    c.wait_nm(name, "drifted", T, |nm| {
-        phase(nm) == Some(MaintenancePhase::Running)
-            && reason(nm, ConditionType::Reconciling).is_some()
+/// A watch of `name` from its current resourceVersion, opened before the change under test,
+/// so that a short-lived state (Running between two Succeeded) cannot be missed.
+async fn watch_from_now(
+    c: &Cluster,
+    name: &str,
+) -> impl futures::Stream<Item = kube::Result<WatchEvent<NodeMaintenance>>> + use<> {
+    let rv = c.nms().get(name).await.unwrap().resource_version().unwrap();
+    let wp = WatchParams::default().fields(&format!("metadata.name={name}"));
+    c.nms().watch(&wp, &rv).await.expect("watch opens").boxed()
+}
+
+/// Wait on `events` until the NodeMaintenance went back to Running with Reconciling reason
+/// Drifted.
+async fn wait_drifted(
+    mut events: impl futures::Stream<Item = kube::Result<WatchEvent<NodeMaintenance>>> + Unpin,
+) -> NodeMaintenance {
+    let found = tokio::time::timeout(T, async {
+        while let Some(event) = events.try_next().await.expect("watch works") {
+            if let WatchEvent::Modified(nm) = event
+                && phase(&nm) == Some(MaintenancePhase::Running)
+                && reason(&nm, ConditionType::Reconciling).as_deref() == Some("Drifted")
+            {
+                return Some(nm);
+            }
+        }
+        None
     })
-    .await
+    .await;
+    match found {
+        Ok(Some(nm)) => nm,
+        other => panic!("no drift seen within {T:?}: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,6 +135,7 @@ async fn an_uncordoned_node_is_put_back_and_drained_again_with_one_more_succeed_
     .await;
 
     // Someone uncordons the node, as `kubectl uncordon` does.
+    let events = watch_from_now(&c, "nm-1").await;
     c.nodes()
         .patch(
             "worker-1",
@@ -120,13 +147,9 @@ async fn an_uncordoned_node_is_put_back_and_drained_again_with_one_more_succeed_
         )
         .await
         .unwrap();
-    let nm = wait_drifted(&c, "nm-1").await;
-    let err = nm.status.as_ref().unwrap();
-    assert_eq!(
-        reason(&nm, ConditionType::Reconciling).as_deref(),
-        Some("Drifted"),
-        "{err:?}"
-    );
+    let nm = wait_drifted(events).await;
+    let message = nm.status.as_ref().unwrap().conditions.as_ref().unwrap();
+    assert!(format!("{message:?}").contains("uncordoned"), "{message:?}");
     c.wait_phase("nm-1", MaintenancePhase::Succeeded, T).await;
     assert!(in_maintenance(&c.nodes().get("worker-1").await.unwrap()));
     eventually("a second SucceedMaintenance", T, || async {
@@ -164,8 +187,9 @@ async fn a_pod_bound_to_a_succeeded_node_is_drained_again_with_one_more_succeed_
     .await;
 
     // A pod bound straight to the node (nodeName set, no scheduler).
+    let events = watch_from_now(&c, "nm-1").await;
     c.create_pod(NewPod::new("stray").on_node("worker-1").grace_period(0));
-    wait_drifted(&c, "nm-1").await;
+    wait_drifted(events).await;
     c.wait_phase("nm-1", MaintenancePhase::Succeeded, T).await;
     assert!(
         c.pods_on("worker-1").await.is_empty(),

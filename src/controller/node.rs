@@ -285,8 +285,13 @@ pub enum NodePatched {
     Missing,
     /// The node was already as wanted.
     Unchanged(Box<Node>),
-    /// The node was patched; this is the result.
-    Changed(Box<Node>),
+    /// The node was patched.
+    Changed {
+        /// The node as read before the patch.
+        before: Box<Node>,
+        /// The result.
+        after: Box<Node>,
+    },
 }
 
 /// Read `name`, compute a merge patch with `change`, and send it guarded by the
@@ -320,7 +325,12 @@ pub async fn patch_node(
             ..Default::default()
         };
         match api.patch(name, &params, &Patch::Merge(&patch)).await {
-            Ok(node) => return Ok(NodePatched::Changed(Box::new(node))),
+            Ok(after) => {
+                return Ok(NodePatched::Changed {
+                    before: Box::new(node),
+                    after: Box::new(after),
+                });
+            }
             Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => continue,
             Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(NodePatched::Missing),
             Err(source) => {

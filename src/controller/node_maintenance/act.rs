@@ -199,12 +199,21 @@ pub(super) async fn act(
     };
 
     // Mark the node.
-    if let NodePatched::Missing =
-        node::patch_node(&ctx.client, &node_name, node::enter_maintenance).await?
-    {
-        ctx.drains.cancel(&uid);
-        write_status(ctx, &nm, &Stage::NodeMissing, renewed).await?;
-        return Ok(Action::requeue(real(ctx, config.missing_node_retry)));
+    let mut step = step;
+    match node::patch_node(&ctx.client, &node_name, node::enter_maintenance).await? {
+        NodePatched::Missing => {
+            ctx.drains.cancel(&uid);
+            write_status(ctx, &nm, &Stage::NodeMissing, renewed).await?;
+            return Ok(Action::requeue(real(ctx, config.missing_node_retry)));
+        }
+        // The node drifted after we observed it: the same as drift observed. (A patch that
+        // only adds a record, as after an upgrade, is not drift.)
+        NodePatched::Changed { before, .. }
+            if step == DrainStep::Done && !node::missing_marks(&before).is_empty() =>
+        {
+            step = DrainStep::Drift(node::missing_marks(&before).join(", "));
+        }
+        _ => {}
     }
 
     // Drain.
@@ -372,7 +381,7 @@ pub(super) async fn cleanup(
         .await;
         return Ok(Action::await_change());
     }
-    if let NodePatched::Changed(node) =
+    if let NodePatched::Changed { after: node, .. } =
         node::patch_node(&ctx.client, node_name, node::leave_maintenance).await?
     {
         ctx.publish(

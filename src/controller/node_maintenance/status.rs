@@ -112,7 +112,8 @@ pub fn desired_status(
     let set = |conds: &[_], kind, status, reason: &str, message: &str| {
         conditions::set(conds, kind, status, reason, message, generation, now)
     };
-    if renewed {
+    if renewed || s.error_on_lease_count.is_none() {
+        // No failed renewal counted yet is 0, as medik8s shows it.
         s.error_on_lease_count = Some(0);
     }
     match stage {
