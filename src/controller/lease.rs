@@ -221,24 +221,60 @@ pub async fn ensure_lease(
     duration: Duration,
     now: DateTime<Utc>,
 ) -> Result<LeaseHold, LeaseError> {
+    let name = lease_name(&node.metadata.name.clone().unwrap_or_default());
+    let current = read_lease(client, &name).await?;
+    write_lease(client, node, holder, duration, now, current).await
+}
+
+/// Read the lease `name` (None: it does not exist).
+pub async fn read_lease(client: &kube::Client, name: &str) -> Result<Option<Lease>, LeaseError> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    api.get_opt(name)
+        .await
+        .map_err(|source| LeaseError::GetLease {
+            name: name.to_string(),
+            source,
+        })
+}
+
+/// When `holder` last renewed the lease `spec`: its `renewTime` (or `acquireTime`) while
+/// `holder` holds it, `None` when someone else does or nobody ever renewed it.
+pub fn last_renewal(spec: Option<&LeaseSpec>, holder: &str) -> Option<DateTime<Utc>> {
+    let spec = spec?;
+    if spec.holder_identity.as_deref() != Some(holder) {
+        return None;
+    }
+    spec.renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(micro_to_chrono)
+}
+
+/// [`ensure_lease`] from the lease `current` as already read: the first write is decided from
+/// it; a conflict re-reads and decides once more.
+pub async fn write_lease(
+    client: &kube::Client,
+    node: &Node,
+    holder: &str,
+    duration: Duration,
+    now: DateTime<Utc>,
+    current: Option<Lease>,
+) -> Result<LeaseHold, LeaseError> {
     let node_name = node.metadata.name.clone().unwrap_or_default();
     let name = lease_name(&node_name);
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
+    let mut current = current;
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = api
-            .get_opt(&name)
-            .await
-            .map_err(|source| LeaseError::GetLease {
-                name: name.clone(),
-                source,
-            })?;
+        if attempts > 1 {
+            current = read_lease(client, &name).await?;
+        }
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
         let decision = decide_lease(spec, holder, duration, now);
         let new_spec = lease_spec_for(spec, &decision, holder, duration, now);
         let renew_at = now + duration / 2;
-        let result = match (&decision, current) {
+        let result = match (&decision, current.take()) {
             (LeaseDecision::Keep { renew_at }, _) => {
                 return Ok(LeaseHold::Ours {
                     renew_at: *renew_at,

@@ -23,6 +23,12 @@ pub const DRAIN_TAINT: &str = "medik8s.io/drain";
 /// `"false"`), so that leaving maintenance does not uncordon a node someone else cordoned.
 pub const WAS_UNSCHEDULABLE_ANNOTATION: &str = "nodemaintenance.medik8s.io/was-unschedulable";
 
+/// Annotation on the Node saying whether nmo added the exclusion label (`"true"`) or found it
+/// there already (`"false"`), so that leaving maintenance removes the label only if nmo added
+/// it.
+pub const EXCLUSION_LABEL_ADDED_ANNOTATION: &str =
+    "nodemaintenance.medik8s.io/exclusion-label-added";
+
 /// The field manager name of every nmo write.
 pub const FIELD_MANAGER: &str = "nmo";
 
@@ -71,11 +77,60 @@ pub fn is_in_maintenance(node: &Node) -> bool {
         && label(node, EXCLUDE_FROM_REMEDIATION_LABEL).as_deref() == Some("true")
 }
 
-/// Whether the node shows none of the marks nmo puts on it (label, drain taint, annotation).
+/// The marks of maintenance the node lacks, in words (empty when [`is_in_maintenance`]).
+pub fn missing_marks(node: &Node) -> Vec<String> {
+    let mut out = Vec::new();
+    if !is_unschedulable(node) {
+        out.push("uncordoned".to_string());
+    }
+    for key in [UNSCHEDULABLE_TAINT, DRAIN_TAINT] {
+        if !has_taint(node, key) {
+            out.push(format!("taint {key} removed"));
+        }
+    }
+    if label(node, EXCLUDE_FROM_REMEDIATION_LABEL).as_deref() != Some("true") {
+        out.push(format!("label {EXCLUDE_FROM_REMEDIATION_LABEL} removed"));
+    }
+    out
+}
+
+/// Whether the node shows none of the marks nmo puts on it (label, drain taint, annotations).
 pub fn is_free_of_maintenance(node: &Node) -> bool {
     !has_taint(node, DRAIN_TAINT)
         && label(node, EXCLUDE_FROM_REMEDIATION_LABEL).is_none()
         && annotation(node, WAS_UNSCHEDULABLE_ANNOTATION).is_none()
+        && annotation(node, EXCLUSION_LABEL_ADDED_ANNOTATION).is_none()
+}
+
+/// Whether nmo has put its own marks on the node (its annotation): the node was taken into
+/// maintenance by nmo and has not been released since.
+pub fn is_held_by_nmo(node: &Node) -> bool {
+    annotation(node, WAS_UNSCHEDULABLE_ANNOTATION).is_some()
+}
+
+/// Whether a field manager other than nmo owns `spec.unschedulable`, per `managedFields`.
+///
+/// An update that changes a field takes it away from every other manager, so once nmo has
+/// cordoned the node it owns the field alone; another owner at release means someone else set
+/// it after us (`kubectl cordon` after an uncordon, an apply, a patch): their cordon is kept.
+/// A write that changes nothing (`kubectl cordon` of a node already cordoned reports "already
+/// cordoned" and sends nothing) leaves no trace and cannot be told apart.
+pub fn cordoned_by_others(node: &Node) -> bool {
+    is_unschedulable(node)
+        && node
+            .metadata
+            .managed_fields
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .filter(|m| m.manager.as_deref() != Some(FIELD_MANAGER))
+            .filter(|m| m.subresource.as_deref().unwrap_or("").is_empty())
+            .any(|m| {
+                m.fields_v1
+                    .as_ref()
+                    .and_then(|f| f.0.pointer("/f:spec/f:unschedulable"))
+                    .is_some()
+            })
 }
 
 /// The merge patch that puts `node` into maintenance, or `None` if it already is.
@@ -86,18 +141,30 @@ pub fn is_free_of_maintenance(node: &Node) -> bool {
 pub fn enter_maintenance(node: &Node) -> Option<Value> {
     let mut metadata = Map::new();
     let mut spec = Map::new();
-    if label(node, EXCLUDE_FROM_REMEDIATION_LABEL).as_deref() != Some("true") {
+    let labelled = label(node, EXCLUDE_FROM_REMEDIATION_LABEL).as_deref() == Some("true");
+    if !labelled {
         metadata.insert(
             "labels".into(),
             json!({ EXCLUDE_FROM_REMEDIATION_LABEL: "true" }),
         );
     }
+    let mut annotations = Map::new();
+    let medik8s = has_taint(node, DRAIN_TAINT) && !is_held_by_nmo(node);
     if annotation(node, WAS_UNSCHEDULABLE_ANNOTATION).is_none() {
         let was = is_unschedulable(node) && !has_taint(node, DRAIN_TAINT);
-        metadata.insert(
-            "annotations".into(),
-            json!({ WAS_UNSCHEDULABLE_ANNOTATION: was.to_string() }),
+        annotations.insert(WAS_UNSCHEDULABLE_ANNOTATION.into(), json!(was.to_string()));
+    }
+    if annotation(node, EXCLUSION_LABEL_ADDED_ANNOTATION).is_none() {
+        // A node in medik8s's maintenance got the label from medik8s, which removes it at the
+        // end; nmo does the same.
+        let added = !labelled || medik8s;
+        annotations.insert(
+            EXCLUSION_LABEL_ADDED_ANNOTATION.into(),
+            json!(added.to_string()),
         );
+    }
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), Value::Object(annotations));
     }
     let missing: Vec<Taint> = [UNSCHEDULABLE_TAINT, DRAIN_TAINT]
         .into_iter()
@@ -120,28 +187,41 @@ pub fn enter_maintenance(node: &Node) -> Option<Value> {
 ///
 /// Without the annotation nmo never cordoned the node itself: it is uncordoned only if it
 /// carries the drain taint (medik8s's maintenance), otherwise `spec.unschedulable` is left
-/// as it is. The `unschedulable` taint stays on a node that stays cordoned.
+/// as it is. A node someone else cordoned during the maintenance ([`cordoned_by_others`])
+/// stays cordoned. The `unschedulable` taint stays on a node that stays cordoned. The
+/// exclusion label goes only if nmo (or medik8s, for a node it had in maintenance) added it.
 pub fn leave_maintenance(node: &Node) -> Option<Value> {
     let mut metadata = Map::new();
     let mut spec = Map::new();
-    if label(node, EXCLUDE_FROM_REMEDIATION_LABEL).is_some() {
+    let recorded = annotation(node, WAS_UNSCHEDULABLE_ANNOTATION);
+    let label_added = annotation(node, EXCLUSION_LABEL_ADDED_ANNOTATION);
+    let ours = match label_added.as_deref() {
+        Some(value) => value == "true",
+        // Written by an nmo from before the annotation existed, or by medik8s: both added it.
+        None => recorded.is_some() || has_taint(node, DRAIN_TAINT),
+    };
+    if ours && label(node, EXCLUDE_FROM_REMEDIATION_LABEL).is_some() {
         metadata.insert(
             "labels".into(),
             json!({ EXCLUDE_FROM_REMEDIATION_LABEL: null }),
         );
     }
-    let recorded = annotation(node, WAS_UNSCHEDULABLE_ANNOTATION);
+    let mut annotations = Map::new();
     if recorded.is_some() {
-        metadata.insert(
-            "annotations".into(),
-            json!({ WAS_UNSCHEDULABLE_ANNOTATION: null }),
-        );
+        annotations.insert(WAS_UNSCHEDULABLE_ANNOTATION.into(), Value::Null);
     }
-    let stays_cordoned = match recorded.as_deref() {
-        Some(value) => value == "true",
-        None if has_taint(node, DRAIN_TAINT) => false,
-        None => is_unschedulable(node),
-    };
+    if label_added.is_some() {
+        annotations.insert(EXCLUSION_LABEL_ADDED_ANNOTATION.into(), Value::Null);
+    }
+    if !annotations.is_empty() {
+        metadata.insert("annotations".into(), Value::Object(annotations));
+    }
+    let stays_cordoned = cordoned_by_others(node)
+        || match recorded.as_deref() {
+            Some(value) => value == "true",
+            None if has_taint(node, DRAIN_TAINT) => false,
+            None => is_unschedulable(node),
+        };
     let kept: Vec<Taint> = taints(node)
         .iter()
         .filter(|t| t.key != DRAIN_TAINT && (stays_cordoned || t.key != UNSCHEDULABLE_TAINT))
@@ -205,8 +285,13 @@ pub enum NodePatched {
     Missing,
     /// The node was already as wanted.
     Unchanged(Box<Node>),
-    /// The node was patched; this is the result.
-    Changed(Box<Node>),
+    /// The node was patched.
+    Changed {
+        /// The node as read before the patch.
+        before: Box<Node>,
+        /// The result.
+        after: Box<Node>,
+    },
 }
 
 /// Read `name`, compute a merge patch with `change`, and send it guarded by the
@@ -240,7 +325,12 @@ pub async fn patch_node(
             ..Default::default()
         };
         match api.patch(name, &params, &Patch::Merge(&patch)).await {
-            Ok(node) => return Ok(NodePatched::Changed(Box::new(node))),
+            Ok(after) => {
+                return Ok(NodePatched::Changed {
+                    before: Box::new(node),
+                    after: Box::new(after),
+                });
+            }
             Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => continue,
             Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(NodePatched::Missing),
             Err(source) => {
@@ -262,6 +352,12 @@ pub(crate) mod tests {
     /// A builder for test nodes: `node("a").cordoned().tainted("gpu")`.
     #[derive(Clone)]
     pub(crate) struct NodeBuilder(Node);
+
+    impl From<Node> for NodeBuilder {
+        fn from(node: Node) -> Self {
+            NodeBuilder(node)
+        }
+    }
 
     pub(crate) fn node(name: &str) -> NodeBuilder {
         NodeBuilder(Node {
@@ -289,6 +385,30 @@ pub(crate) mod tests {
                 .taints
                 .get_or_insert_with(Vec::new)
                 .push(maintenance_taint(key));
+            self
+        }
+        pub(crate) fn labelled(mut self, key: &str, value: &str) -> Self {
+            self.0
+                .metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(key.into(), value.into());
+            self
+        }
+        /// `manager` owns `spec.unschedulable` in managedFields.
+        pub(crate) fn unschedulable_owned_by(mut self, manager: &str) -> Self {
+            use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry};
+            self.0
+                .metadata
+                .managed_fields
+                .get_or_insert_with(Vec::new)
+                .push(ManagedFieldsEntry {
+                    manager: Some(manager.into()),
+                    operation: Some("Update".into()),
+                    fields_type: Some("FieldsV1".into()),
+                    fields_v1: Some(FieldsV1(json!({"f:spec": {"f:unschedulable": {}}}))),
+                    ..Default::default()
+                });
             self
         }
         pub(crate) fn build(self) -> Node {
@@ -388,5 +508,70 @@ pub(crate) mod tests {
     fn leaving_a_node_never_put_into_maintenance_changes_nothing() {
         assert_eq!(leave_maintenance(&node("a").build()), None);
         assert_eq!(leave_maintenance(&node("a").cordoned().build()), None);
+    }
+
+    #[test]
+    fn an_exclusion_label_that_was_there_before_stays_after_the_maintenance() {
+        let before = node("a")
+            .labelled(EXCLUDE_FROM_REMEDIATION_LABEL, "true")
+            .build();
+        let after = roundtrip(before.clone());
+        assert_eq!(after, before);
+        assert!(is_free_of_maintenance(&node("a").build()));
+    }
+
+    #[test]
+    fn an_exclusion_label_nmo_added_is_removed_and_so_is_the_record_of_it() {
+        let before = node("a").build();
+        let inside = apply(&before, &enter_maintenance(&before).unwrap());
+        assert_eq!(
+            annotation(&inside, EXCLUSION_LABEL_ADDED_ANNOTATION).as_deref(),
+            Some("true")
+        );
+        let after = apply(&inside, &leave_maintenance(&inside).unwrap());
+        assert!(is_free_of_maintenance(&after));
+    }
+
+    #[test]
+    fn a_node_in_maintenance_of_an_older_nmo_loses_the_label_it_was_given() {
+        let mut old = node("a")
+            .labelled(EXCLUDE_FROM_REMEDIATION_LABEL, "true")
+            .cordoned()
+            .build();
+        old.metadata.annotations = Some(
+            [(
+                WAS_UNSCHEDULABLE_ANNOTATION.to_string(),
+                "false".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        );
+        let after = apply(&old, &leave_maintenance(&old).unwrap());
+        assert_eq!(label(&after, EXCLUDE_FROM_REMEDIATION_LABEL), None);
+        assert!(!is_unschedulable(&after));
+    }
+
+    #[test]
+    fn a_cordon_someone_else_made_during_the_maintenance_is_kept() {
+        let before = node("a").build();
+        let inside = apply(&before, &enter_maintenance(&before).unwrap());
+        let recordoned = NodeBuilder(inside.clone())
+            .unschedulable_owned_by("kubectl-cordon")
+            .build();
+        assert!(cordoned_by_others(&recordoned));
+        let after = apply(&recordoned, &leave_maintenance(&recordoned).unwrap());
+        assert!(is_unschedulable(&after), "their cordon is kept");
+        assert_eq!(
+            taints(&after)
+                .iter()
+                .map(|t| t.key.as_str())
+                .collect::<Vec<_>>(),
+            [UNSCHEDULABLE_TAINT]
+        );
+        assert!(is_free_of_maintenance(&after));
+        let ours = NodeBuilder(inside)
+            .unschedulable_owned_by(FIELD_MANAGER)
+            .build();
+        assert!(!cordoned_by_others(&ours));
     }
 }

@@ -6,7 +6,9 @@
 //! and eviction outcomes, so the bookkeeping is tested without a cluster. The I/O around it is
 //! [`drain_node`] and [`evict_pod`].
 
-use super::filter::{PodKey, drain_progress, plan_drain};
+use super::filter::{
+    DrainPlan, PodKey, drain_progress, origin, plan_drain, tolerates_unschedulable,
+};
 use crate::clock::Clock;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
@@ -95,6 +97,10 @@ pub struct DrainReport {
     pub failed: Vec<(PodKey, String)>,
     /// The last error of the pod watch, if it is currently failing.
     pub watch_error: Option<String>,
+    /// Pods left on the node, sorted: replacements of pods this drain evicted that tolerate
+    /// the unschedulable taint and came back. Each pod is evicted once; these do not hold up
+    /// the drain.
+    pub left: Vec<PodKey>,
     /// Nothing evictable is left on the node.
     pub complete: bool,
 }
@@ -166,6 +172,8 @@ pub struct DrainState {
     attempts: HashMap<PodKey, Attempt>,
     in_flight: BTreeSet<PodKey>,
     watch_error: Option<String>,
+    evicted_uids: BTreeSet<String>,
+    evicted_origins: BTreeSet<String>,
 }
 
 impl DrainState {
@@ -182,7 +190,24 @@ impl DrainState {
             attempts: HashMap::new(),
             in_flight: BTreeSet::new(),
             watch_error: None,
+            evicted_uids: BTreeSet::new(),
+            evicted_origins: BTreeSet::new(),
         }
+    }
+
+    /// Whether `pod` is a replacement of a pod this drain evicted that tolerates the
+    /// unschedulable taint: evicting it too would go on for ever, so it is left (and reported).
+    fn is_left(&self, pod: &Pod) -> bool {
+        tolerates_unschedulable(pod)
+            && !self
+                .evicted_uids
+                .contains(pod.metadata.uid.as_deref().unwrap_or_default())
+            && self.evicted_origins.contains(&origin(pod))
+    }
+
+    /// The drain plan of the pods that are not left alone.
+    fn plan(&self) -> DrainPlan {
+        plan_drain(self.pods.values().filter(|p| !self.is_left(p)))
     }
 
     /// Feed one event of the node's pod watch.
@@ -213,7 +238,7 @@ impl DrainState {
             }
         }
         if self.listed {
-            let plan = plan_drain(self.pods.values());
+            let plan = self.plan();
             self.leaving.extend(plan.pending());
         }
     }
@@ -239,7 +264,8 @@ impl DrainState {
             .max_in_flight
             .max(1)
             .saturating_sub(self.in_flight.len());
-        let due: Vec<PodKey> = plan_drain(self.pods.values())
+        let due: Vec<PodKey> = self
+            .plan()
             .evict
             .into_iter()
             .filter(|k| !self.in_flight.contains(k))
@@ -260,6 +286,12 @@ impl DrainState {
         };
         match outcome {
             EvictionOutcome::Evicted => {
+                if let Some(p) = self.pods.get(&pod) {
+                    if let Some(uid) = &p.metadata.uid {
+                        self.evicted_uids.insert(uid.clone());
+                    }
+                    self.evicted_origins.insert(origin(p));
+                }
                 self.attempts.insert(
                     pod,
                     Attempt {
@@ -305,7 +337,7 @@ impl DrainState {
 
     /// When the next retry is due, if any pod waits for one.
     pub fn next_retry(&self) -> Option<Instant> {
-        let plan = plan_drain(self.pods.values());
+        let plan = self.plan();
         plan.evict
             .iter()
             .filter(|k| !self.in_flight.contains(*k))
@@ -326,8 +358,14 @@ impl DrainState {
                 ..Default::default()
             };
         }
-        let plan = plan_drain(self.pods.values());
+        let plan = self.plan();
         let pending = plan.pending();
+        let left: Vec<PodKey> = self
+            .pods
+            .values()
+            .filter(|p| self.is_left(p))
+            .map(PodKey::of)
+            .collect();
         let mut blocked = Vec::new();
         let mut failed = Vec::new();
         for key in &plan.evict {
@@ -350,6 +388,7 @@ impl DrainState {
             blocked,
             failed,
             watch_error: self.watch_error.clone(),
+            left,
         }
     }
 }
@@ -492,9 +531,22 @@ pub fn eviction_outcome(result: Result<Status, kube::Error>) -> EvictionOutcome 
     match result {
         Ok(_) => EvictionOutcome::Evicted,
         Err(kube::Error::Api(status)) if status.is_not_found() => EvictionOutcome::Gone,
-        Err(kube::Error::Api(status)) if status.code == 429 => EvictionOutcome::Blocked {
-            budget: budget_named_in(&status),
-            message: status.message.clone(),
+        Err(kube::Error::Api(status)) if status.code == 429 && is_budget_refusal(&status) => {
+            EvictionOutcome::Blocked {
+                budget: budget_named_in(&status),
+                message: status.message.clone(),
+            }
+        }
+        // API Priority and Fairness (or any other throttling): not a budget, retried.
+        Err(kube::Error::Api(status)) if status.code == 429 => EvictionOutcome::Failed {
+            message: format!(
+                "the API server is throttling requests (HTTP 429): {}",
+                if status.message.is_empty() {
+                    &status.reason
+                } else {
+                    &status.message
+                }
+            ),
         },
         Err(kube::Error::Api(status)) => EvictionOutcome::Failed {
             message: if status.message.is_empty() {
@@ -507,6 +559,17 @@ pub fn eviction_outcome(result: Result<Status, kube::Error>) -> EvictionOutcome 
             message: other.to_string(),
         },
     }
+}
+
+/// Whether a 429 is a PodDisruptionBudget refusal: a `DisruptionBudget` cause, or the
+/// apiserver's "would violate the pod's disruption budget" message. API Priority and Fairness
+/// answers 429 too, naming no budget.
+pub fn is_budget_refusal(status: &Status) -> bool {
+    status
+        .details
+        .as_ref()
+        .is_some_and(|d| d.causes.iter().any(|c| c.reason == "DisruptionBudget"))
+        || status.message.contains("disruption budget")
 }
 
 /// The budget name from the `DisruptionBudget` cause the API server attaches to a refusal:
@@ -773,9 +836,13 @@ mod tests {
             eviction_outcome(Err(kube::Error::Api(not_found.boxed()))),
             EvictionOutcome::Gone
         );
-        let throttled = status(429, "too many requests", None);
+        let refused = status(
+            429,
+            "Cannot evict pod as it would violate the pod's disruption budget.",
+            None,
+        );
         assert!(matches!(
-            eviction_outcome(Err(kube::Error::Api(throttled.boxed()))),
+            eviction_outcome(Err(kube::Error::Api(refused.boxed()))),
             EvictionOutcome::Blocked { budget: None, .. }
         ));
         let boom = Status::failure("etcd down", "InternalError").with_code(500);
@@ -785,5 +852,48 @@ mod tests {
                 message: "etcd down".into()
             }
         );
+    }
+
+    #[test]
+    fn a_429_of_api_priority_and_fairness_is_throttling_not_a_budget() {
+        let apf = status(429, "Too many requests, please try again later.", None);
+        let outcome = eviction_outcome(Err(kube::Error::Api(apf.boxed())));
+        let EvictionOutcome::Failed { message } = &outcome else {
+            panic!("not a budget refusal: {outcome:?}");
+        };
+        assert!(message.contains("throttling"), "{message}");
+        let mut s = listed(vec![pod("a").build()]);
+        let now = Instant::now();
+        s.start_due_evictions(now);
+        s.record(key("a"), outcome, now);
+        let err = s.report().last_error().unwrap();
+        assert!(!err.contains("PodDisruptionBudget"), "{err}");
+        assert!(s.report().blocked.is_empty());
+    }
+
+    #[test]
+    fn a_replacement_that_tolerates_the_cordon_is_evicted_once_and_reported_not_looped() {
+        let owned = |uid: &str| {
+            pod("agent")
+                .owned_by("ReplicaSet")
+                .tolerating_unschedulable()
+                .uid(uid)
+                .build()
+        };
+        let mut s = listed(vec![owned("u1")]);
+        let now = Instant::now();
+        assert_eq!(s.start_due_evictions(now), vec![key("agent")]);
+        s.record(key("agent"), EvictionOutcome::Evicted, now);
+        s.observe(watcher::Event::Delete(owned("u1")));
+        // Its controller puts it straight back: same name, new uid.
+        s.observe(watcher::Event::Apply(owned("u2")));
+        let later = now + Duration::from_secs(120);
+        assert!(s.start_due_evictions(later).is_empty(), "evicted once");
+        let r = s.report();
+        assert!(r.complete);
+        assert_eq!(r.left, vec![key("agent")]);
+        // A pod that does not tolerate the cordon and lands anyway is still evicted.
+        s.observe(watcher::Event::Apply(pod("bound").uid("u3").build()));
+        assert_eq!(s.start_due_evictions(later), vec![key("bound")]);
     }
 }

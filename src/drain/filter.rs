@@ -123,6 +123,36 @@ pub fn classify(pod: &Pod) -> PodDisposition {
     }
 }
 
+/// The taint a cordon puts on a node (`node.kubernetes.io/unschedulable`).
+const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+/// Whether `pod` tolerates the unschedulable taint (by key, or every taint with `Exists` and
+/// no key), so that the scheduler may put it, or its replacement, back on a cordoned node.
+pub fn tolerates_unschedulable(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or(&[])
+        .iter()
+        .any(|t| {
+            let effect_ok = matches!(t.effect.as_deref(), None | Some("") | Some("NoSchedule"));
+            let key = t.key.as_deref().unwrap_or("");
+            let exists = t.operator.as_deref() == Some("Exists");
+            effect_ok && (key == UNSCHEDULABLE_TAINT || (key.is_empty() && exists))
+        })
+}
+
+/// Where a pod comes from, to tell its replacement: its controller's uid, or its namespace
+/// and name for a pod without a controller.
+pub fn origin(pod: &Pod) -> String {
+    pod.metadata
+        .owner_references
+        .as_ref()
+        .and_then(|o| o.iter().find(|o| o.controller == Some(true)))
+        .map(|o| o.uid.clone())
+        .unwrap_or_else(|| PodKey::of(pod).to_string())
+}
+
 fn is_mirror(pod: &Pod) -> bool {
     pod.metadata
         .annotations
@@ -282,6 +312,20 @@ pub(crate) mod tests {
         }
         pub(crate) fn terminating(mut self) -> Self {
             self.0.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+            self
+        }
+        pub(crate) fn uid(mut self, uid: &str) -> Self {
+            self.0.metadata.uid = Some(uid.into());
+            self
+        }
+        pub(crate) fn tolerating_unschedulable(mut self) -> Self {
+            self.0.spec.as_mut().unwrap().tolerations =
+                Some(vec![k8s_openapi::api::core::v1::Toleration {
+                    key: Some(UNSCHEDULABLE_TAINT.into()),
+                    operator: Some("Exists".into()),
+                    effect: Some("NoSchedule".into()),
+                    ..Default::default()
+                }]);
             self
         }
         pub(crate) fn build(self) -> Pod {

@@ -12,6 +12,6 @@ pub use evict::{
     EvictionOutcome, drain_node, evict_pod, eviction_outcome,
 };
 pub use filter::{
-    DrainPlan, EvictReason, PodDisposition, PodKey, SkipReason, classify, drain_progress,
-    plan_drain,
+    DrainPlan, EvictReason, PodDisposition, PodKey, SkipReason, classify, drain_progress, origin,
+    plan_drain, tolerates_unschedulable,
 };
