@@ -768,24 +768,35 @@ async fn reconciling_with_nothing_changed_writes_nothing() {
         .running()
         .maintenance_window
         .clone();
-    tokio::time::sleep(StdDuration::from_millis(300)).await;
+    let reconciles = || stats.reconciles.load(std::sync::atomic::Ordering::Relaxed);
+    // Poke the window through a node it selects, without changing anything it reads, and wait
+    // for the reconcile that the poke causes to start. kube-runtime never runs two reconciles
+    // of one object at once, so when it starts, every earlier reconcile has finished.
+    let poke = |i: usize| {
+        let (nodes, env) = (env.nodes(), &env);
+        async move {
+            let before = reconciles();
+            let patch = serde_json::json!({"metadata": {"annotations": {"poke": i.to_string()}}});
+            nodes
+                .patch("worker-01", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+            env.wait("the poke to wake the window", 10, || async {
+                (reconciles() > before).then_some(())
+            })
+            .await;
+        }
+    };
+    // Settle: once the second poke's reconcile starts, the first status writes are all done.
+    poke(0).await;
+    poke(1).await;
     let writes = stats
         .status_writes
         .load(std::sync::atomic::Ordering::Relaxed);
-    let reconciles = stats.reconciles.load(std::sync::atomic::Ordering::Relaxed);
-    // Wake the window twice through a node it selects, without changing anything it reads.
-    for i in 0..2 {
-        let patch = serde_json::json!({"metadata": {"annotations": {"poke": i.to_string()}}});
-        env.nodes()
-            .patch("worker-01", &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .unwrap();
-        tokio::time::sleep(StdDuration::from_millis(200)).await;
+    // Two more pokes, and a third whose reconcile starting proves the first two finished.
+    for i in 2..=4 {
+        poke(i).await;
     }
-    assert!(
-        stats.reconciles.load(std::sync::atomic::Ordering::Relaxed) >= reconciles + 2,
-        "the pokes woke the window"
-    );
     assert_eq!(
         stats
             .status_writes
@@ -894,16 +905,36 @@ async fn kubectl_shows_the_window_and_waits_for_ready() {
         }
     })
     .await;
-    let h = home.path().to_path_buf();
-    let (_, out, _) = tokio::task::spawn_blocking(move || kubectl(&h, &["get", "mw", "nightly"]))
-        .await
-        .unwrap();
-    let row = out.lines().nth(1).unwrap_or_default().to_string();
-    assert!(row.contains(" open ") || row.contains("closed"), "{out}");
-    assert!(
-        row.contains("1/2") || row.contains("2/2"),
-        "progress done/total: {out}"
-    );
+    // The clock runs on, so the row must show exactly what the status said both just before
+    // and just after kubectl read it (a read that straddles a change is taken again).
+    let shown = |w: MaintenanceWindow| {
+        let s = w.status.unwrap_or_default();
+        (s.window.unwrap_or_default(), s.progress.unwrap_or_default())
+    };
+    loop {
+        let before = shown(env.window("nightly").await);
+        let h = home.path().to_path_buf();
+        let (ok, out, err) =
+            tokio::task::spawn_blocking(move || kubectl(&h, &["get", "mw", "nightly"]))
+                .await
+                .unwrap();
+        assert!(ok, "{err}");
+        if shown(env.window("nightly").await) != before {
+            continue;
+        }
+        let (window, progress) = before;
+        let row: Vec<String> = out
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        assert!(row.contains(&window), "WINDOW {window}: {out}");
+        assert!(row.contains(&progress), "PROGRESS {progress}: {out}");
+        assert!(progress.ends_with("/2") && progress != "0/2", "{out}");
+        break;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use support::*;
 const T: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_maintenances_with_five_second_pods_all_succeed_in_about_five_seconds() {
+async fn ten_maintenances_with_five_second_pods_drain_at_the_same_time() {
     let c = cluster().await;
     c.add_node("spare").await; // where the ReplicaSet puts replacements
     for i in 0..10 {
@@ -31,19 +31,33 @@ async fn ten_maintenances_with_five_second_pods_all_succeed_in_about_five_second
     for i in 0..10 {
         c.create_nm(&format!("nm-{i}"), &format!("node-{i}")).await;
     }
+    // Concurrent drains: all ten pods are terminating at one moment. Drains one after another
+    // would have at most one pod in its 5 s grace period at any time.
+    eventually("all ten pods terminating at once", T, || async {
+        let terminating = c
+            .sandbox
+            .list("v1", "Pod")
+            .iter()
+            .filter(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("slow-"))
+                    && p["metadata"]["deletionTimestamp"].is_string()
+            })
+            .count();
+        (terminating == 10).then_some(())
+    })
+    .await;
     for i in 0..10 {
         c.wait_phase(&format!("nm-{i}"), MaintenancePhase::Succeeded, T)
             .await;
     }
     let elapsed = started.elapsed();
     println!("10 drains of a pod with a 5 s grace period took {elapsed:?}");
+    // A lower bound only: Succeeded waited for the pods to be gone.
     assert!(
         elapsed >= Duration::from_secs(4),
         "the drains did not wait for the pods to terminate: {elapsed:?}"
-    );
-    assert!(
-        elapsed < Duration::from_secs(12),
-        "the drains ran one after another: {elapsed:?}"
     );
     for i in 0..10 {
         assert!(c.pods_on(&format!("node-{i}")).await.is_empty());

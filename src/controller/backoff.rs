@@ -29,6 +29,23 @@ pub fn jitter() -> f64 {
     f64::from(n) / (f64::from(u32::MAX) + 1.0)
 }
 
+/// A jitter sample in `[0, 1)` drawn from `seed` and `attempt` (splitmix64): the same for the
+/// same inputs, so a retry schedule can be reproduced and tested.
+pub fn seeded_jitter(seed: u64, attempt: u32) -> f64 {
+    let mut z = seed ^ u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A seed stable across runs (FNV-1a; std's `RandomState` is not) from an object's name.
+pub fn seed_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

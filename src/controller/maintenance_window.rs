@@ -293,6 +293,10 @@ struct Context {
     /// Consecutive failed reconciles per window, for the backoff; reset on success, pruned
     /// when the window is deleted.
     failures: Mutex<HashMap<String, u32>>,
+    /// When a window whose reconcile failed after planning must be looked at again anyway
+    /// (the plan's own wake-up: a window closing, a release due), so that an error backoff
+    /// never postpones it.
+    wakes: Mutex<HashMap<String, tokio::time::Instant>>,
 }
 
 impl Context {
@@ -307,6 +311,10 @@ impl Context {
                 generated: nm.labels().contains_key(WINDOW_LABEL),
             })
             .collect()
+    }
+
+    fn wakes(&self) -> std::sync::MutexGuard<'_, HashMap<String, tokio::time::Instant>> {
+        self.wakes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -376,6 +384,7 @@ pub async fn run(
         stats,
         placeholders: Placeholders::default(),
         failures: Mutex::new(HashMap::new()),
+        wakes: Mutex::new(HashMap::new()),
     });
 
     let controller = Controller::new(
@@ -468,7 +477,10 @@ fn error_policy(window: Arc<MaintenanceWindow>, err: &WindowError, ctx: Arc<Cont
         *n = n.saturating_add(1);
         *n
     };
-    let delay = backoff(attempts, BACKOFF_BASE, BACKOFF_CAP, jitter());
+    let mut delay = backoff(attempts, BACKOFF_BASE, BACKOFF_CAP, jitter());
+    if let Some(wake) = ctx.wakes().remove(&name) {
+        delay = delay.min(wake.saturating_duration_since(tokio::time::Instant::now()));
+    }
     tracing::warn!(window = %name, category = err.category(), attempts, ?delay, %err, "MaintenanceWindow reconcile failed; retrying");
     Action::requeue(delay)
 }
@@ -488,6 +500,7 @@ async fn reconcile(
 /// Forget everything held in memory for a window that is gone.
 fn forget_window(ctx: &Context, name: &str) {
     ctx.failures().remove(name);
+    ctx.wakes().remove(name);
     ctx.placeholders.forget_window(name);
 }
 
@@ -549,12 +562,21 @@ async fn reconcile_window(
     for event in &plan.events {
         publish_event(&ctx, &window, event).await;
     }
-    let acted = act(&ctx, &window, &policy, &plan).await?;
-
     let wake = plan
         .requeue_at
         // A few milliseconds late rather than early, so the plan at wake-up sees the instant.
         .map(|at| ctx.clock.real_duration(at - now) + StdDuration::from_millis(2));
+    let acted = match act(&ctx, &window, &policy, &plan).await {
+        Ok(acted) => acted,
+        Err(err) => {
+            // The error backoff must not postpone what the plan is due to do next.
+            if let Some(wake) = wake {
+                ctx.wakes()
+                    .insert(name.clone(), tokio::time::Instant::now() + wake);
+            }
+            return Err(err);
+        }
+    };
     let retry = acted.refused.then_some(RESERVATION_RETRY);
     Ok(match wake.into_iter().chain(retry).min() {
         Some(after) => Action::requeue(after),

@@ -331,27 +331,21 @@ pub fn lease_verdict(
     }
 }
 
-/// The wait before retry number `attempt` (1 for the first): `base` doubled per attempt, at
-/// most `cap`, then jittered down by up to half from `jitter_seed` (so objects that failed
-/// together do not retry together; the same seed gives the same wait).
+/// The error requeue delay of retry `attempt` of one object: the shared
+/// [`crate::controller::backoff::backoff`] with a jitter drawn from `jitter_seed` and the
+/// attempt, so one object's retries are reproducible and different objects retry apart.
 pub fn backoff(attempt: u32, base: Duration, cap: Duration, jitter_seed: u64) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(30);
-    let full = base.saturating_mul(1u32 << doublings).min(cap);
-    // splitmix64 of seed and attempt: a uniform fraction in [0, 1).
-    let mut z = jitter_seed ^ u64::from(attempt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    let fraction = (z >> 11) as f64 / (1u64 << 53) as f64;
-    full.mul_f64(1.0 - fraction / 2.0)
+    crate::controller::backoff::backoff(
+        attempt,
+        base,
+        cap,
+        crate::controller::backoff::seeded_jitter(jitter_seed, attempt),
+    )
 }
 
 /// A stable seed for [`backoff`] from an object's name.
 pub fn seed_of(name: &str) -> u64 {
-    // FNV-1a: stable across runs, unlike std's RandomState.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    crate::controller::backoff::seed_of(name)
 }
 
 /// The names of the other live NodeMaintenances (not being deleted, not `this`) that name the

@@ -40,6 +40,7 @@ use crate::api::FINALIZER;
 use crate::api::NodeMaintenance;
 use crate::api::conditions::{self, ConditionType};
 use crate::clock::Clock;
+use crate::controller::events::{EventPublisher, EventType};
 use crate::drain::DrainSettings;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -48,7 +49,6 @@ use k8s_openapi::api::core::v1::{Node, ObjectReference};
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
@@ -98,8 +98,6 @@ pub struct NodeMaintenanceConfig {
     pub quorum_retry: Duration,
     /// Drain pacing.
     pub drain: DrainSettings,
-    /// Name of the reporting controller on Events.
-    pub reporter: String,
 }
 
 impl Default for NodeMaintenanceConfig {
@@ -114,7 +112,6 @@ impl Default for NodeMaintenanceConfig {
             error_retry_max: Duration::from_secs(300),
             quorum_retry: Duration::from_secs(300),
             drain: DrainSettings::default(),
-            reporter: "nmo".to_string(),
         }
     }
 }
@@ -221,8 +218,9 @@ pub struct Context {
     pub evictions: kube::Client,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
-    /// Publishes Events.
-    pub recorder: Recorder,
+    /// Publishes Events (one object per transition, shared with the MaintenanceWindow
+    /// controller).
+    pub events: EventPublisher,
     /// Settings.
     pub config: NodeMaintenanceConfig,
     /// Reconcile counts.
@@ -342,18 +340,12 @@ impl Context {
         note: String,
         warning: bool,
     ) {
-        let event = KubeEvent {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.to_string(),
-            note: Some(note),
-            action: reason.to_string(),
-            secondary: None,
+        let type_ = if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
         };
-        if let Err(err) = self.recorder.publish(&event, reference).await {
+        if let Err(err) = self.events.publish(reference, type_, reason, &note).await {
             tracing::warn!(%reason, error = %err, "could not publish event");
         }
     }
@@ -489,10 +481,6 @@ pub async fn run(
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let reporter = Reporter {
-        controller: config.reporter.clone(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
     let controller = Controller::new(
         Api::<NodeMaintenance>::all(client.clone()),
         watcher::Config::default(),
@@ -500,7 +488,7 @@ pub async fn run(
     let store = controller.store();
     let (wake, woken) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: EventPublisher::new(client.clone(), clock.clone()),
         client: client.clone(),
         evictions,
         clock,

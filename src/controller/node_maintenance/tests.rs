@@ -378,12 +378,9 @@ async fn a_status_write_that_lost_the_race_to_succeeded_neither_undoes_it_nor_em
     sandbox.install_crds().expect("CRDs install");
     let client = sandbox.client().expect("sandbox client");
     let ctx = Context {
-        recorder: Recorder::new(
+        events: crate::controller::events::EventPublisher::new(
             client.clone(),
-            Reporter {
-                controller: "nmo-test".into(),
-                instance: None,
-            },
+            Arc::new(crate::clock::SystemClock),
         ),
         client: client.clone(),
         evictions: client.clone(),
