@@ -352,3 +352,26 @@ async fn an_anonymous_client_is_refused_when_a_token_is_required() {
     assert_eq!(code, 401);
     assert_status(&status, 401, "Unauthorized");
 }
+
+#[tokio::test]
+async fn an_unserved_resource_under_a_namespace_is_404_not_the_namespace() {
+    let (_s, c) = sandbox().await;
+    for path in [
+        "/api/v1/namespaces/default/configmaps",
+        "/api/v1/namespaces/default/secrets",
+        "/api/v1/namespaces/default/nodes",
+        "/api/v1/namespaces/default/frobs/x",
+    ] {
+        let (code, body) = send(&c, "GET", path, "", b"").await;
+        assert_eq!(code, 404, "{path}: {body}");
+        assert_status(&body, 404, "NotFound");
+        assert_eq!(
+            body["message"], "the server could not find the requested resource",
+            "{path}"
+        );
+    }
+    let (code, body) = send(&c, "GET", "/api/v1/namespaces/default", "", b"").await;
+    assert_eq!((code, body["kind"].as_str()), (200, Some("Namespace")));
+    let (code, body) = send(&c, "GET", "/api/v1/namespaces/default/pods", "", b"").await;
+    assert_eq!((code, body["kind"].as_str()), (200, Some("PodList")));
+}

@@ -549,6 +549,14 @@ fn parse_target(store: &Store, segs: &[&str]) -> Result<Target, ApiError> {
     if rest.len() > 3 {
         return Err(ApiError::no_such_resource());
     }
+    // Only subresources that exist: `namespaces/default/configmaps` for a resource this
+    // sandbox does not serve is a 404, as kube-apiserver answers, not the Namespace.
+    match rest.get(2) {
+        None => {}
+        Some(&"status") if rt.status_subresource => {}
+        Some(&"eviction") if group.is_empty() && rt.plural == "pods" => {}
+        Some(_) => return Err(ApiError::no_such_resource()),
+    }
     Ok(Target {
         rt,
         version: version.to_string(),
