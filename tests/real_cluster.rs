@@ -312,7 +312,11 @@ async fn real_cel_and_schema_refusals_match_the_sandbox() {
         println!(
             "{}: {}\n  real:    {}\n  sandbox: {}",
             case.name,
-            if same { "same" } else { "DIFFERENT" },
+            match (same, listed.iter().any(|n| n == case.name)) {
+                (true, _) => "same",
+                (false, true) => "DIFFERENT (listed in DIFFERENCES.md)",
+                (false, false) => "DIFFERENT, NOT LISTED",
+            },
             r.refusal(),
             s.refusal()
         );
