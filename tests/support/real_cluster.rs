@@ -18,8 +18,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 const BINARIES: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
 /// Start-up is about ten seconds on an idle machine; leave room for a loaded CI.
 const START_TIMEOUT: Duration = Duration::from_secs(240);
-/// How long `run` gets to stop the components and remove their data after SIGTERM.
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `run` gets to stop the components and remove their data after SIGTERM (it gives
+/// each of the three up to 10 s).
+const STOP_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// A running control plane. Dropping it stops the whole process group of `run`.
 pub struct RealCluster {
