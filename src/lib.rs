@@ -10,6 +10,7 @@ pub mod cli;
 pub mod clock;
 pub mod controller;
 pub mod drain;
+pub mod kubelet;
 pub mod manifest;
 pub mod rollout;
 pub mod sandbox;

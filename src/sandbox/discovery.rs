@@ -96,6 +96,10 @@ pub fn legacy_resources(types: &[Arc<ResourceType>], group: &str, version: &str)
                 json!({"name": "pods/eviction", "singularName": "", "namespaced": true,
                 "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
             );
+            resources.push(
+                json!({"name": "pods/binding", "singularName": "", "namespaced": true,
+                "kind": "Binding", "verbs": ["create"]}),
+            );
         }
     }
     if resources.is_empty() {
@@ -125,6 +129,9 @@ pub fn aggregated(types: &[Arc<ResourceType>], core: bool) -> Value {
             if t.group.is_empty() && t.plural == "pods" {
                 subs.push(json!({"subresource": "eviction",
                     "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"},
+                    "verbs": ["create"]}));
+                subs.push(json!({"subresource": "binding",
+                    "responseKind": {"group": "", "version": "v1", "kind": "Binding"},
                     "verbs": ["create"]}));
             }
             let mut r = json!({"resource": t.plural,

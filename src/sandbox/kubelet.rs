@@ -598,6 +598,60 @@ impl Store {
         }
     }
 
+    /// `POST pods/<name>/binding`: the scheduler binds a pending pod to a node (`target`),
+    /// and the sandbox's kubelet starts it. A pod already bound is a 409, worded as
+    /// kube-apiserver words it.
+    pub fn bind(&mut self, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
+        let rt = self.type_of("", "pods").expect("built in");
+        let pod = self
+            .get(&gr("", "pods"), ns, name)
+            .ok_or_else(|| ApiError::not_found(&rt, name))?;
+        let node = body
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "BadRequest",
+                    "Binding.target.name: Required value: a Binding names its node in target.name",
+                )
+            })?;
+        if let Some(bound) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            let mut e = ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{bound}\""
+                ),
+            );
+            e.details = json!({"name": name, "kind": "pods/binding"});
+            return Err(e);
+        }
+        if pod.pointer("/metadata/deletionTimestamp").is_some() {
+            return Err(ApiError::conflict_with(
+                &rt,
+                name,
+                "pod is being deleted, cannot be assigned to a host",
+            ));
+        }
+        let mut p = (*pod).clone();
+        p["spec"]["nodeName"] = json!(node);
+        p["status"] = running_status(&self.now());
+        let key = ObjKey {
+            gr: gr("", "pods"),
+            ns: ns.to_string(),
+            name: name.to_string(),
+        };
+        self.commit(&key, Some(p));
+        self.react();
+        Ok(success_status(201))
+    }
+
     /// `POST pods/NAME/eviction`: delete the pod unless a PDB forbids it.
     pub fn evict(&mut self, ns: &str, name: &str, body: &Value) -> Result<Value, ApiError> {
         let rt = self.type_of("", "pods").expect("built in");
@@ -710,11 +764,7 @@ impl Store {
         labels: &serde_json::Map<String, Value>,
     ) -> Result<Arc<Value>, ApiError> {
         let rt = self.type_of("", "nodes").expect("built in");
-        let mut l = labels.clone();
-        l.entry("kubernetes.io/hostname").or_insert(json!(name));
-        l.entry("kubernetes.io/os").or_insert(json!("linux"));
-        let obj = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": l},
-            "spec": {}, "status": super::store::node_status(&self.now())});
+        let obj = crate::kubelet::model::node_object(name, labels, &self.now());
         self.create_raw(&rt, "", obj)
     }
 
@@ -757,73 +807,7 @@ impl Store {
     }
 }
 
-/// Mark a node object Ready or NotReady the way the kubelet and the node lifecycle controller
-/// do (the condition, and the `node.kubernetes.io/not-ready` / `unreachable` taints).
-pub fn set_ready(node: &mut Value, ready: bool, now: &str) {
-    if !node.get("status").is_some_and(Value::is_object) {
-        node["status"] = json!({});
-    }
-    if !node["status"]
-        .get("conditions")
-        .is_some_and(Value::is_array)
-    {
-        node["status"]["conditions"] = json!([]);
-    }
-    let conds = node["status"]["conditions"]
-        .as_array_mut()
-        .expect("made an array");
-    let (status, reason, msg) = if ready {
-        ("True", "KubeletReady", "kubelet is posting ready status")
-    } else {
-        (
-            "Unknown",
-            "NodeStatusUnknown",
-            "Kubelet stopped posting node status.",
-        )
-    };
-    match conds
-        .iter_mut()
-        .find(|c| c.get("type").and_then(Value::as_str) == Some("Ready"))
-    {
-        Some(c) => {
-            if c.get("status").and_then(Value::as_str) != Some(status) {
-                c["lastTransitionTime"] = json!(now);
-            }
-            c["status"] = json!(status);
-            c["reason"] = json!(reason);
-            c["message"] = json!(msg);
-            c["lastHeartbeatTime"] = json!(now);
-        }
-        None => conds.push(
-            json!({"type": "Ready", "status": status, "reason": reason, "message": msg,
-            "lastHeartbeatTime": now, "lastTransitionTime": now}),
-        ),
-    }
-    if !node.get("spec").is_some_and(Value::is_object) {
-        node["spec"] = json!({});
-    }
-    let mut taints: Vec<Value> = node["spec"]
-        .get("taints")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    taints.retain(|t| {
-        !matches!(
-            t.get("key").and_then(Value::as_str),
-            Some("node.kubernetes.io/unreachable" | "node.kubernetes.io/not-ready")
-        )
-    });
-    if !ready {
-        taints.push(json!({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule", "timeAdded": now}));
-    }
-    if taints.is_empty() {
-        if let Some(s) = node["spec"].as_object_mut() {
-            s.remove("taints");
-        }
-    } else {
-        node["spec"]["taints"] = json!(taints);
-    }
-}
+pub use crate::kubelet::model::set_ready;
 
 fn fresh_pod_from(pod: &Value) -> Value {
     let mut meta = serde_json::Map::new();
@@ -833,41 +817,4 @@ fn fresh_pod_from(pod: &Value) -> Value {
         }
     }
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod.get("spec").cloned().unwrap_or(json!({}))})
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sandbox::store::node_schedulable_for;
-
-    #[test]
-    fn a_not_ready_node_is_tainted_unreachable_and_a_ready_one_is_not() {
-        let mut n = json!({"metadata": {"name": "n"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-        set_ready(&mut n, false, "t1");
-        assert!(!node_ready(&n));
-        assert_eq!(
-            n["spec"]["taints"][0]["key"],
-            json!("node.kubernetes.io/unreachable")
-        );
-        set_ready(&mut n, true, "t2");
-        assert!(node_ready(&n));
-        assert!(n["spec"].get("taints").is_none());
-        assert_eq!(
-            n["status"]["conditions"][0]["lastTransitionTime"],
-            json!("t2")
-        );
-    }
-
-    #[test]
-    fn untolerated_taints_and_cordons_keep_pods_off_a_node() {
-        let mut n = json!({"metadata": {"name": "n"}, "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
-        let pod = json!({"spec": {}});
-        assert!(node_schedulable_for(&n, &pod));
-        n["spec"]["taints"] = json!([{"key": "gpu", "effect": "NoSchedule"}]);
-        assert!(!node_schedulable_for(&n, &pod));
-        let tolerant = json!({"spec": {"tolerations": [{"key": "gpu", "operator": "Exists"}]}});
-        assert!(node_schedulable_for(&n, &tolerant));
-        n["spec"]["unschedulable"] = json!(true);
-        assert!(!node_schedulable_for(&n, &tolerant));
-    }
 }

@@ -360,7 +360,7 @@ impl NewPod {
         self.namespace = ns.into();
         self
     }
-    /// The node it runs on.
+    /// The node it runs on (default: the scheduler picks one, or none and it stays Pending).
     pub fn on_node(mut self, node: &str) -> Self {
         self.node = Some(node.into());
         self
@@ -573,10 +573,7 @@ impl Sandbox {
     pub fn reboot_node(&self, name: &str) -> Result<(), SandboxError> {
         self.shared
             .lock()
-            .modify_node(name, |n, now| {
-                n["status"]["nodeInfo"]["bootID"] = json!(uuid::Uuid::new_v4().to_string());
-                kubelet::set_ready(n, true, now);
-            })
+            .modify_node(name, crate::kubelet::model::reboot)
             .map(|_| ())
             .map_err(|e| SandboxError::api(format!("reboot node {name}"), e))
     }
@@ -838,17 +835,24 @@ impl Store {
         }
         let mut spec =
             json!({"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]});
-        if let Some(n) = &p.node {
-            spec["nodeName"] = json!(n);
-        }
         if let Some(g) = p.grace {
             spec["terminationGracePeriodSeconds"] = json!(g);
         }
         if matches!(&p.owner, Some((k, _)) if k == "DaemonSet") {
             spec["tolerations"] = json!([{"operator": "Exists"}]);
         }
+        // A pod given no node is scheduled as the scheduler would (with the workload
+        // controllers on), and stays Pending when no node takes it.
+        let node = p.node.clone().or_else(|| {
+            self.workload_controllers
+                .then(|| self.pick_node(&json!({ "spec": spec }), None))
+                .flatten()
+        });
+        if let Some(n) = &node {
+            spec["nodeName"] = json!(n);
+        }
         let now = self.now();
-        let status = if p.node.is_some() {
+        let status = if node.is_some() {
             let mut s = store::running_status(&now);
             if !p.ready {
                 for c in s["conditions"].as_array_mut().into_iter().flatten() {

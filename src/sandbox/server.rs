@@ -353,6 +353,11 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 let status = store.evict(&target.ns, &name, &obj)?;
                 return Ok(json_response(201, &status));
             }
+            if target.sub.as_deref() == Some("binding") {
+                let name = target.name.clone().unwrap_or_default();
+                let status = store.bind(&target.ns, &name, &obj)?;
+                return Ok(json_response(201, &status));
+            }
             if target.sub.is_some() || target.name.is_some() {
                 return Err(ApiError::method_not_allowed());
             }
@@ -554,7 +559,7 @@ fn parse_target(store: &Store, segs: &[&str]) -> Result<Target, ApiError> {
     match rest.get(2) {
         None => {}
         Some(&"status") if rt.status_subresource => {}
-        Some(&"eviction") if group.is_empty() && rt.plural == "pods" => {}
+        Some(&"eviction" | &"binding") if group.is_empty() && rt.plural == "pods" => {}
         Some(_) => return Err(ApiError::no_such_resource()),
     }
     Ok(Target {

@@ -1135,98 +1135,18 @@ impl Store {
     /// The schedulable node with the fewest pods, other than `avoid`.
     pub fn pick_node(&self, pod: &Value, avoid: Option<&str>) -> Option<String> {
         let nodes = self.tables.get(&gr("", "nodes"))?;
-        nodes
-            .objects
-            .values()
-            .filter(|n| Some(name_of(n)) != avoid && node_schedulable_for(n, pod))
-            .min_by_key(|n| {
-                (
-                    self.pods_per_node.get(name_of(n)).copied().unwrap_or(0),
-                    name_of(n).to_string(),
-                )
-            })
-            .map(|n| name_of(n).to_string())
+        crate::kubelet::model::pick_node(
+            pod,
+            nodes.objects.values().map(|n| {
+                let count = self.pods_per_node.get(name_of(n)).copied().unwrap_or(0);
+                (&**n, count)
+            }),
+            avoid,
+        )
     }
 }
 
-/// A node takes new pods: Ready, not cordoned, and no NoSchedule/NoExecute taint the pod does
-/// not tolerate.
-pub fn node_schedulable_for(node: &Value, pod: &Value) -> bool {
-    if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
-        return false;
-    }
-    if !node_ready(node) || node.pointer("/metadata/deletionTimestamp").is_some() {
-        return false;
-    }
-    let tolerations = pod.pointer("/spec/tolerations").and_then(Value::as_array);
-    node.pointer("/spec/taints")
-        .and_then(Value::as_array)
-        .map(|taints| {
-            taints.iter().all(|t| {
-                let effect = t.get("effect").and_then(Value::as_str).unwrap_or_default();
-                if effect == "PreferNoSchedule" {
-                    return true;
-                }
-                tolerations.is_some_and(|ts| ts.iter().any(|tol| tolerates(tol, t)))
-            })
-        })
-        .unwrap_or(true)
-}
-
-fn tolerates(tol: &Value, taint: &Value) -> bool {
-    let s = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let effect_ok = s(tol, "effect").is_empty() || s(tol, "effect") == s(taint, "effect");
-    let key_ok = s(tol, "key").is_empty() || s(tol, "key") == s(taint, "key");
-    let value_ok = s(tol, "operator") == "Exists" || s(tol, "value") == s(taint, "value");
-    effect_ok && key_ok && value_ok
-}
-
-/// Is a node's Ready condition True?
-pub fn node_ready(node: &Value) -> bool {
-    node.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.get("type").and_then(Value::as_str) == Some("Ready")
-                    && c.get("status").and_then(Value::as_str) == Some("True")
-            })
-        })
-}
-
-/// The status a kubelet reports for a running, Ready pod.
-pub fn running_status(now: &str) -> Value {
-    let cond = |t: &str| json!({"type": t, "status": "True", "lastProbeTime": null, "lastTransitionTime": now});
-    json!({"phase": "Running", "startTime": now, "podIP": "10.0.0.1",
-        "conditions": [cond("PodReadyToStartContainers"), cond("Initialized"), cond("Ready"), cond("ContainersReady"), cond("PodScheduled")]})
-}
-
-/// The status a kubelet reports for a healthy node.
-pub fn node_status(now: &str) -> Value {
-    let cond = |t: &str, status: &str, reason: &str, msg: &str| {
-        json!({"type": t, "status": status, "reason": reason, "message": msg,
-            "lastHeartbeatTime": now, "lastTransitionTime": now})
-    };
-    json!({
-        "conditions": [
-            cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            cond("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
-        ],
-        "nodeInfo": {"bootID": uuid::Uuid::new_v4().to_string(), "kubeletVersion": "v1.32.0",
-            "kubeProxyVersion": "v1.32.0", "operatingSystem": "linux", "architecture": "amd64",
-            "osImage": "nmo sandbox", "kernelVersion": "6.1.0", "containerRuntimeVersion": "containerd://1.7.0",
-            "machineID": "", "systemUUID": ""},
-        "capacity": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-        "allocatable": {"cpu": "8", "memory": "32Gi", "pods": "110"},
-        "addresses": [{"type": "InternalIP", "address": "10.0.0.1"}],
-    })
-}
+pub use crate::kubelet::model::{node_ready, node_schedulable_for, node_status, running_status};
 
 /// `metadata.name`, or "".
 pub fn name_of(v: &Value) -> &str {
