@@ -2,8 +2,9 @@
 
 use crate::clock::{Clock, VirtualClock};
 use crate::controller::{Clients, ControllerConfig};
+use crate::kubelet::{KubeletSimulator, SimulatorConfig};
 use crate::sandbox::Sandbox;
-use crate::simulate::{EMBEDDED_EXAMPLES, Scenario, Seed};
+use crate::simulate::{EMBEDDED_EXAMPLES, Scenario, Seed, Target};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
@@ -64,6 +65,12 @@ pub struct Args {
     /// Serve plain HTTP instead of HTTPS.
     #[arg(long)]
     pub http: bool,
+    /// Play the scenario on the API server of this kubeconfig instead of the sandbox, with the
+    /// kubelet simulator registering the generated nodes and playing their kubelets. Meant for
+    /// a test control plane without kubelets (`tests/control-plane/run`): it creates Nodes,
+    /// workloads, nmo's CRDs and the manifests there.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["serve", "snapshot", "kubeconfig", "no_controllers", "port", "http"])]
+    pub cluster_kubeconfig: Option<PathBuf>,
 }
 
 /// Run `nmo simulate`.
@@ -145,6 +152,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    if let Some(path) = args.cluster_kubeconfig.clone() {
+        return runtime.block_on(play_on_cluster(
+            path,
+            seed,
+            manifests,
+            (start, span, speed),
+            controllers,
+        ));
+    }
     runtime.block_on(async move {
         let clock = VirtualClock::new(start, speed);
         let sandbox = Sandbox::builder()
@@ -170,23 +186,66 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .write_kubeconfig(path)
                 .context("cannot write the kubeconfig")?;
         }
-        let code = if args.serve {
-            serve(&sandbox, &clock, &args, controllers, kubeconfig.as_ref()).await?
-        } else {
-            play(
-                &sandbox,
-                &clock,
-                start,
-                span,
-                speed,
-                controllers,
-                args.no_controllers,
-            )
-            .await?
-        };
-        sandbox.shutdown().await;
+        if args.serve {
+            let code = serve(&sandbox, &clock, &args, controllers, kubeconfig.as_ref()).await?;
+            sandbox.shutdown().await;
+            return Ok(code);
+        }
+        if args.no_controllers {
+            anyhow::bail!(
+                "--no-controllers only makes sense with --serve: a scenario runs the controllers"
+            );
+        }
+        let target = Target::Sandbox(sandbox);
+        let code = play(&target, &clock, start, span, speed, controllers).await?;
+        if let Target::Sandbox(sandbox) = target {
+            sandbox.shutdown().await;
+        }
         Ok(code)
     })
+}
+
+/// The scenario on another API server: the kubelet simulator registers the generated nodes,
+/// then nmo's CRDs, the workloads and the manifests are applied there.
+async fn play_on_cluster(
+    path: PathBuf,
+    seed: Seed,
+    manifests: Vec<(String, String)>,
+    (start, span, speed): (DateTime<Utc>, chrono::Duration, f64),
+    controllers: ControllerConfig,
+) -> anyhow::Result<ExitCode> {
+    let config = crate::cli::run::client_config(Some(&path)).await?;
+    let client = kube::Client::try_from(config.clone())
+        .with_context(|| format!("{}: cannot build a client", path.display()))?;
+    let simulator = KubeletSimulator::new(
+        client.clone(),
+        SimulatorConfig {
+            speed,
+            ..Default::default()
+        },
+    );
+    let loops = simulator.start();
+    crate::simulate::install_crds_on_cluster(&client)
+        .await
+        .context("cannot install nmo's CRDs")?;
+    crate::simulate::seed_cluster(&client, &simulator, &seed)
+        .await
+        .context("cannot seed the cluster")?;
+    for (location, yaml) in &manifests {
+        crate::simulate::apply_to_cluster(&client, location, yaml).await?;
+    }
+    println!(
+        "nmo simulate: on {} with {} simulated nodes",
+        config.cluster_url,
+        simulator.nodes().len()
+    );
+    let clock = VirtualClock::new(start, speed);
+    let target = Target::Cluster {
+        config,
+        simulator,
+        loops,
+    };
+    play(&target, &clock, start, span, speed, controllers).await
 }
 
 async fn serve(
@@ -233,19 +292,13 @@ async fn serve(
 }
 
 async fn play(
-    sandbox: &Sandbox,
+    target: &Target,
     clock: &VirtualClock,
     start: DateTime<Utc>,
     span: chrono::Duration,
     speed: f64,
     controllers: ControllerConfig,
-    no_controllers: bool,
 ) -> anyhow::Result<ExitCode> {
-    if no_controllers {
-        anyhow::bail!(
-            "--no-controllers only makes sense with --serve: a scenario runs the controllers"
-        );
-    }
     println!(
         "nmo simulate: {} of virtual time from {}, {speed}x while nodes are in maintenance",
         crate::schedule::format_duration(span),
@@ -259,7 +312,7 @@ async fn play(
         controllers,
     };
     let mut print = |line: String| println!("{line}");
-    let summary = crate::simulate::run_scenario(sandbox, clock, &scenario, &mut print).await?;
+    let summary = crate::simulate::run_scenario(target, clock, &scenario, &mut print).await?;
     print!("{}", crate::simulate::render_summary(&summary));
     let violations = summary.budget_violations();
     if violations.is_empty() {

@@ -8,15 +8,20 @@
 //! plays out in seconds. Every MaintenanceWindow Event is printed as it happens, stamped with
 //! virtual time, and a summary ends the run.
 //!
+//! The same scenario plays on another API server too (`--cluster-kubeconfig`, meant for the
+//! real control plane of `tests/control-plane/run`), with the kubelet simulator
+//! (`crate::kubelet`) in place of the sandbox's built-in kubelet.
+//!
 //! Two simulated actors stand in for what a real cluster has around nmo:
-//! - the sandbox's kubelet-like behaviour (pods terminate after their grace period, ReplicaSet
-//!   pods are recreated elsewhere);
+//! - the sandbox's kubelet-like behaviour, or the kubelet simulator (pods terminate after their
+//!   grace period, ReplicaSet pods are recreated elsewhere);
 //! - a reboot agent: for windows released `onReboot`, it reboots a node (new bootID) a few
 //!   virtual minutes after its NodeMaintenance succeeded, as kured or a node script would.
 
 use crate::api::{MaintenanceWindow, NodeMaintenance, WINDOW_LABEL, from_time};
 use crate::clock::{Clock, VirtualClock};
 use crate::controller::{self, ControllerConfig};
+use crate::kubelet::{KubeletSimulator, SimulatorHandle};
 use crate::sandbox::{NewPod, Sandbox};
 use crate::schedule::selector_matches;
 use chrono::{DateTime, Duration, Utc};
@@ -58,6 +63,12 @@ pub enum SimulateError {
         #[source]
         source: kube::Error,
     },
+    /// The kubelet simulator failed.
+    #[error("kubelet simulator: {0}")]
+    Simulator(String),
+    /// The input cannot be played on this target.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// How to seed the simulated cluster.
@@ -70,6 +81,171 @@ pub enum Seed {
     Snapshot(String),
 }
 
+/// The cluster a scenario plays on.
+pub enum Target {
+    /// The in-process sandbox, whose built-in kubelet plays the nodes.
+    Sandbox(Sandbox),
+    /// Any API server reached through a kubeconfig (meant for a test control plane such as
+    /// `tests/control-plane/run`, which has no kubelets): the kubelet simulator registers the
+    /// nodes and plays their kubelets, the scheduler and the node lifecycle controller.
+    Cluster {
+        /// The client configuration.
+        config: kube::Config,
+        /// The simulated nodes.
+        simulator: KubeletSimulator,
+        /// The simulator's loops, stopped when the target is dropped.
+        loops: SimulatorHandle,
+    },
+}
+
+impl Target {
+    /// The client configuration of the controllers and the observers.
+    pub fn client_config(&self) -> Result<kube::Config, SimulateError> {
+        match self {
+            Target::Sandbox(s) => Ok(s.client_config()?),
+            Target::Cluster { config, .. } => Ok(config.clone()),
+        }
+    }
+
+    fn client(&self) -> Result<Client, SimulateError> {
+        Client::try_from(self.client_config()?).map_err(|source| SimulateError::Api {
+            operation: "building a client".into(),
+            source,
+        })
+    }
+
+    /// Reboot a node (a new bootID, Ready again).
+    async fn reboot_node(&self, node: &str) -> bool {
+        match self {
+            Target::Sandbox(s) => s.reboot_node(node).is_ok(),
+            Target::Cluster { simulator, .. } => simulator.reboot(node).await.is_ok(),
+        }
+    }
+}
+
+/// The generated nodes of a seed: (name, label key, label value).
+fn generated_nodes(workers: usize, gpus: usize) -> Vec<(String, &'static str, &'static str)> {
+    (1..=workers)
+        .map(|i| (format!("worker-{i}"), WORKER_LABEL, ""))
+        .chain((1..=gpus).map(|i| (format!("gpu-{i}"), GPU_LABEL, "true")))
+        .collect()
+}
+
+/// The `web` PDB of a generated seed: one disruption at a time.
+const WEB_PDB: &str = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\n  namespace: default\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app: web\n";
+
+/// Seed a cluster behind an API server, as [`seed`] seeds the sandbox: the simulator registers
+/// the nodes; a `web` ReplicaSet of two pods per node (spread by the simulated scheduler) under
+/// the same PDB, and a `node-agent` DaemonSet, are created through the API, so
+/// kube-controller-manager makes their pods. Snapshots are refused (their pods would need
+/// their nodes' kubelets).
+pub async fn seed_cluster(
+    client: &Client,
+    simulator: &KubeletSimulator,
+    seed: &Seed,
+) -> Result<(), SimulateError> {
+    let Seed::Generated { workers, gpus } = seed else {
+        return Err(SimulateError::Unsupported(
+            "--snapshot cannot seed a cluster given by --cluster-kubeconfig; use generated nodes (--nodes, --gpu-nodes)".into(),
+        ));
+    };
+    let nodes = generated_nodes(*workers, *gpus);
+    for (node, key, value) in &nodes {
+        simulator
+            .register_node(node, &[(key, value)])
+            .await
+            .map_err(|e| SimulateError::Simulator(e.to_string()))?;
+    }
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let replicas = 2 * nodes.len();
+    let workloads = format!(
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: web, namespace: default}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      terminationGracePeriodSeconds: 30\n      containers: [{{name: web, image: registry.k8s.io/pause:3.10}}]\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: node-agent, namespace: kube-system}}\nspec:\n  selector: {{matchLabels: {{app: node-agent}}}}\n  template:\n    metadata: {{labels: {{app: node-agent}}}}\n    spec:\n      terminationGracePeriodSeconds: 5\n      containers: [{{name: agent, image: registry.k8s.io/pause:3.10}}]\n---\n{WEB_PDB}"
+    );
+    apply_to_cluster(client, "the generated workloads", &workloads).await
+}
+
+/// Install nmo's CRDs through the API and wait until they are served.
+pub async fn install_crds_on_cluster(client: &Client) -> Result<(), SimulateError> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let pp = PatchParams::apply("nmo-simulate").force();
+    for crd in crate::api::crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &pp, &Patch::Apply(&crd))
+            .await
+            .map_err(|source| SimulateError::Api {
+                operation: format!("applying CRD {name}"),
+                source,
+            })?;
+        let established = kube::runtime::wait::await_condition(
+            crds.clone(),
+            &name,
+            kube::runtime::wait::conditions::is_crd_established(),
+        );
+        tokio::time::timeout(std::time::Duration::from_secs(60), established)
+            .await
+            .map_err(|_| {
+                SimulateError::Unsupported(format!("CRD {name} was not established within 60 s"))
+            })?
+            .map_err(|e| SimulateError::Simulator(format!("waiting for CRD {name}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Server-side apply every document of `yaml` (any kind the API server serves), as
+/// `kubectl apply --server-side` would. `what` names the source in errors.
+pub async fn apply_to_cluster(
+    client: &Client,
+    what: &str,
+    yaml: &str,
+) -> Result<(), SimulateError> {
+    use kube::api::DynamicObject;
+    use serde::Deserialize;
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(doc)
+            .map_err(|e| SimulateError::Unsupported(format!("{what}: invalid YAML: {e}")))?;
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_yaml::from_value(value)
+            .map_err(|e| SimulateError::Unsupported(format!("{what}: not an object: {e}")))?;
+        let types = obj.types.clone().ok_or_else(|| {
+            SimulateError::Unsupported(format!("{what}: a document without apiVersion and kind"))
+        })?;
+        let gvk = kube::api::GroupVersionKind::try_from(&types)
+            .map_err(|e| SimulateError::Unsupported(format!("{what}: {e}")))?;
+        let (resource, caps) =
+            kube::discovery::pinned_kind(client, &gvk)
+                .await
+                .map_err(|source| SimulateError::Api {
+                    operation: format!("{what}: finding {}/{}", types.api_version, types.kind),
+                    source,
+                })?;
+        let name = obj.name_any();
+        let api: Api<DynamicObject> = match caps.scope {
+            kube::discovery::Scope::Namespaced => Api::namespaced_with(
+                client.clone(),
+                obj.metadata.namespace.as_deref().unwrap_or("default"),
+                &resource,
+            ),
+            kube::discovery::Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply("nmo-simulate").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .map_err(|source| SimulateError::Api {
+            operation: format!("{what}: applying {} {name}", types.kind),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Seed the sandbox.
 pub fn seed(sandbox: &Sandbox, seed: &Seed) -> Result<(), SimulateError> {
     match seed {
@@ -77,9 +253,7 @@ pub fn seed(sandbox: &Sandbox, seed: &Seed) -> Result<(), SimulateError> {
             sandbox.apply_yaml(yaml)?;
         }
         Seed::Generated { workers, gpus } => {
-            let nodes = (1..=*workers)
-                .map(|i| (format!("worker-{i}"), WORKER_LABEL, ""))
-                .chain((1..=*gpus).map(|i| (format!("gpu-{i}"), GPU_LABEL, "true")));
+            let nodes = generated_nodes(*workers, *gpus);
             for (node, key, value) in nodes {
                 sandbox.add_node(&node, &[(key, value)])?;
                 for _ in 0..2 {
@@ -101,9 +275,7 @@ pub fn seed(sandbox: &Sandbox, seed: &Seed) -> Result<(), SimulateError> {
                 )?;
             }
             if workers + gpus > 0 {
-                sandbox.apply_yaml(
-                    "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: web\n  namespace: default\nspec:\n  maxUnavailable: 1\n  selector:\n    matchLabels:\n      app: web\n",
-                )?;
+                sandbox.apply_yaml(WEB_PDB)?;
             }
         }
     }
@@ -180,16 +352,16 @@ struct Observed {
 /// Run a scenario on an already seeded sandbox whose manifests are applied. Prints Events as
 /// they happen to `out` and returns the summary.
 pub async fn run_scenario(
-    sandbox: &Sandbox,
+    target: &Target,
     clock: &VirtualClock,
     scenario: &Scenario,
     out: &mut (dyn FnMut(String) + Send),
 ) -> Result<Summary, SimulateError> {
     let real_start = std::time::Instant::now();
-    let client = sandbox.client()?;
+    let client = target.client()?;
     let end = scenario.start + scenario.span;
     // Evictions need a client that reports a PDB's 429 at once (see controller::Clients).
-    let clients = controller::Clients::from_config(sandbox.client_config()?).map_err(|source| {
+    let clients = controller::Clients::from_config(target.client_config()?).map_err(|source| {
         SimulateError::Api {
             operation: "building the controllers' clients".into(),
             source,
@@ -227,7 +399,7 @@ pub async fn run_scenario(
             out(line);
         }
         while let Ok(node) = reboot_rx.try_recv() {
-            if sandbox.reboot_node(&node).is_ok() {
+            if target.reboot_node(&node).await {
                 out(format!(
                     "{}  {node:<20} rebooted by the simulated node agent",
                     stamp(clock.now())
