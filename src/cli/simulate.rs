@@ -241,7 +241,7 @@ async fn play_on_cluster(
     );
     let clock = VirtualClock::new(start, speed);
     let target = Target::Cluster {
-        config,
+        config: Box::new(config),
         simulator,
         loops,
     };

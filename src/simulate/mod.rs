@@ -89,8 +89,8 @@ pub enum Target {
     /// `tests/control-plane/run`, which has no kubelets): the kubelet simulator registers the
     /// nodes and plays their kubelets, the scheduler and the node lifecycle controller.
     Cluster {
-        /// The client configuration.
-        config: kube::Config,
+        /// The client configuration (boxed: it is large).
+        config: Box<kube::Config>,
         /// The simulated nodes.
         simulator: KubeletSimulator,
         /// The simulator's loops, stopped when the target is dropped.
@@ -103,7 +103,7 @@ impl Target {
     pub fn client_config(&self) -> Result<kube::Config, SimulateError> {
         match self {
             Target::Sandbox(s) => Ok(s.client_config()?),
-            Target::Cluster { config, .. } => Ok(config.clone()),
+            Target::Cluster { config, .. } => Ok((**config).clone()),
         }
     }
 
