@@ -143,13 +143,26 @@ async fn dry_runs_reach_webhooks_without_side_effects_and_are_refused_for_others
         "a dry run stores nothing"
     );
 
-    register(
-        &e.client,
-        &e.pki.ca_pem(),
-        json!({"clientConfig": {"url": url, "caBundle": base64(&e.pki.ca_pem())},
-        "sideEffects": "Some", "rules": rule(&["CREATE"], &["coordination.k8s.io"], &["leases"])}),
-    )
-    .await;
+    // admissionregistration/v1 takes only webhooks without side effects, as kube-apiserver
+    // does; one stored otherwise (seeded, as from an older cluster) is refused dry runs.
+    let legacy = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "legacy"}, "webhooks": [{
+            "name": "recorder.example.com", "admissionReviewVersions": ["v1"], "sideEffects": "Some",
+            "clientConfig": {"url": url, "caBundle": base64(&e.pki.ca_pem())},
+            "rules": rule(&["CREATE"], &["coordination.k8s.io"], &["leases"])}]});
+    let a = send(&e.client, "POST", VWCS, Some(&legacy)).await;
+    assert_eq!(a.code, 422, "{}", a.body);
+    assert_eq!(
+        a.body["message"],
+        "ValidatingWebhookConfiguration.admissionregistration.k8s.io \"legacy\" is invalid: webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\""
+    );
+    assert_eq!(
+        send(&e.client, "DELETE", &format!("{VWCS}/test"), None)
+            .await
+            .code,
+        200
+    );
+    e.sandbox.seed(legacy).unwrap();
     let a = send(
         &e.client,
         "POST",

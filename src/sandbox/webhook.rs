@@ -13,6 +13,9 @@
 //!    since the first pass; if it has, both passes start over, as kube-apiserver's
 //!    optimistic update loop does. A write no webhook matches is done in the first pass.
 //!
+//! Writes of ValidatingWebhookConfigurations are never sent to webhooks, and are checked as
+//! kube-apiserver checks them ([`rules::validate_configuration`]).
+//!
 //! Differences from kube-apiserver: a create of a name that exists is refused (409) before
 //! webhooks are called, not after; the uid and creationTimestamp a webhook sees on a create
 //! are not the ones stored; `matchConditions` are not evaluated (see
@@ -230,6 +233,13 @@ fn plan(
     let rt = write.rt;
     let resource = Gvx::new(&rt.group, write.version, &rt.plural);
     if rules::is_exempt(&resource) {
+        if rt.plural == "validatingwebhookconfigurations" && write.verb != Verb::Delete {
+            let configuration = run(store, Pass::Preview)?;
+            let causes = rules::validate_configuration(&configuration);
+            if !causes.is_empty() {
+                return Err(ApiError::invalid(rt, name_of(&configuration), causes));
+            }
+        }
         return Ok(None);
     }
     let configurations = store.list(

@@ -11,7 +11,7 @@
 //! `matchConditions` (CEL) are not evaluated: a webhook that has them is called as if they
 //! all held.
 
-use super::error::ApiError;
+use super::error::{ApiError, Cause};
 use super::selectors::LabelSelector;
 use k8s_openapi::api::admissionregistration::v1::{
     RuleWithOperations, ValidatingWebhook, ValidatingWebhookConfiguration,
@@ -169,6 +169,124 @@ pub fn hooks(configurations: &[impl AsRef<Value>]) -> Vec<Hook> {
                 })
         })
         .collect()
+}
+
+/// The checks kube-apiserver makes on a ValidatingWebhookConfiguration before storing it
+/// (`ValidateValidatingWebhookConfiguration`), the ones that decide how the sandbox calls a
+/// webhook: a fully qualified, unique name; `failurePolicy`, `matchPolicy` and `sideEffects`
+/// from their enums (v1 takes only side-effect-free webhooks); `timeoutSeconds` from 1 to 30;
+/// exactly one of `url` (https) and `service`; and `admissionReviewVersions`. Worded as
+/// kube-apiserver words them.
+pub fn validate_configuration(vwc: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    let cause = |reason: &str, field: String, message: String| Cause {
+        reason: reason.into(),
+        message,
+        field,
+    };
+    let quoted = |v: &Value| match v {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    };
+    let not_supported = |v: &Value, allowed: &[&str]| {
+        let allowed: Vec<String> = allowed.iter().map(|a| format!("{a:?}")).collect();
+        format!(
+            "Unsupported value: {}: supported values: {}",
+            quoted(v),
+            allowed.join(", ")
+        )
+    };
+    for (i, w) in vwc["webhooks"].as_array().into_iter().flatten().enumerate() {
+        let at = |f: &str| format!("webhooks[{i}].{f}");
+        let name = w["name"].as_str().unwrap_or_default();
+        if name.is_empty() {
+            causes.push(cause(
+                "FieldValueRequired",
+                at("name"),
+                "Required value".into(),
+            ));
+        } else if name.split('.').count() < 3 {
+            causes.push(cause(
+                "FieldValueInvalid",
+                at("name"),
+                format!("Invalid value: {name:?}: should be a domain with at least three segments separated by dots"),
+            ));
+        }
+        for (field, allowed) in [
+            ("failurePolicy", &["Fail", "Ignore"][..]),
+            ("matchPolicy", &["Equivalent", "Exact"][..]),
+        ] {
+            if let Some(v) = w.get(field).filter(|v| !v.is_null())
+                && !v.as_str().is_some_and(|s| allowed.contains(&s))
+            {
+                causes.push(cause(
+                    "FieldValueNotSupported",
+                    at(field),
+                    not_supported(v, allowed),
+                ));
+            }
+        }
+        match w.get("sideEffects").filter(|v| !v.is_null()) {
+            None => causes.push(cause(
+                "FieldValueRequired",
+                at("sideEffects"),
+                "Required value: must specify one of None, NoneOnDryRun".into(),
+            )),
+            Some(v) if !matches!(v.as_str(), Some("None" | "NoneOnDryRun")) => causes.push(cause(
+                "FieldValueNotSupported",
+                at("sideEffects"),
+                not_supported(v, &["None", "NoneOnDryRun"]),
+            )),
+            Some(_) => {}
+        }
+        if let Some(t) = w["timeoutSeconds"].as_i64()
+            && !(1..=30).contains(&t)
+        {
+            causes.push(cause(
+                "FieldValueInvalid",
+                at("timeoutSeconds"),
+                format!("Invalid value: {t}: the timeout value must be between 1 and 30 seconds"),
+            ));
+        }
+        let config = &w["clientConfig"];
+        match (config["url"].as_str(), config["service"].is_object()) {
+            (Some(_), true) | (None, false) => causes.push(cause(
+                "FieldValueRequired",
+                at("clientConfig"),
+                "Required value: exactly one of url or service is required".into(),
+            )),
+            (Some(url), false) => {
+                let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or_default();
+                if scheme != "https" {
+                    causes.push(cause(
+                        "FieldValueInvalid",
+                        at("clientConfig.url"),
+                        format!("Invalid value: {scheme:?}: 'https' is the only allowed URL scheme; desired format: https://host[/path]"),
+                    ));
+                }
+            }
+            (None, true) => {}
+        }
+        if w["admissionReviewVersions"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            causes.push(cause(
+                "FieldValueRequired",
+                at("admissionReviewVersions"),
+                "Required value: must specify one of v1, v1beta1".into(),
+            ));
+        }
+        if !name.is_empty() && !names.insert(name.to_string()) {
+            causes.push(cause(
+                "FieldValueDuplicate",
+                at("name"),
+                format!("Duplicate value: {name:?}"),
+            ));
+        }
+    }
+    causes
 }
 
 /// Writes to webhook configurations are never sent to webhooks (kube-apiserver exempts
@@ -499,7 +617,7 @@ mod tests {
         }
         let vwc = json!({"apiVersion": "admissionregistration.k8s.io/v1",
             "kind": "ValidatingWebhookConfiguration", "metadata": {"name": "c"}, "webhooks": [w]});
-        hooks(&[vwc]).remove(0)
+        hooks(&[std::sync::Arc::new(vwc)]).remove(0)
     }
 
     fn attrs(op: Operation) -> Attributes {
@@ -792,6 +910,44 @@ mod tests {
             "admission webhook \"x.example.com\" does not support dry run"
         );
         assert_eq!(warning_header("a \"b\" \\ c"), r#"299 - "a \"b\" \\ c""#);
+    }
+
+    #[test]
+    fn configurations_are_checked_as_kube_apiserver_checks_them() {
+        let vwc = |w: Value| json!({"metadata": {"name": "c"}, "webhooks": [w]});
+        let good = json!({"name": "a.example.com", "sideEffects": "None", "admissionReviewVersions": ["v1"],
+            "clientConfig": {"url": "https://127.0.0.1/x"}});
+        assert_eq!(validate_configuration(&vwc(good.clone())), vec![]);
+        let messages = |w: Value| -> Vec<String> {
+            validate_configuration(&vwc(w))
+                .into_iter()
+                .map(|c| format!("{}: {}", c.field, c.message))
+                .collect()
+        };
+        let mut bad = good.clone();
+        bad["sideEffects"] = json!("Some");
+        bad["timeoutSeconds"] = json!(31);
+        bad["failurePolicy"] = json!("Never");
+        bad["name"] = json!("short.name");
+        assert_eq!(
+            messages(bad),
+            [
+                "webhooks[0].name: Invalid value: \"short.name\": should be a domain with at least three segments separated by dots",
+                "webhooks[0].failurePolicy: Unsupported value: \"Never\": supported values: \"Fail\", \"Ignore\"",
+                "webhooks[0].sideEffects: Unsupported value: \"Some\": supported values: \"None\", \"NoneOnDryRun\"",
+                "webhooks[0].timeoutSeconds: Invalid value: 31: the timeout value must be between 1 and 30 seconds",
+            ]
+        );
+        let mut bad = good;
+        bad["clientConfig"] = json!({"url": "http://127.0.0.1/x"});
+        bad.as_object_mut().unwrap().remove("sideEffects");
+        assert_eq!(
+            messages(bad),
+            [
+                "webhooks[0].sideEffects: Required value: must specify one of None, NoneOnDryRun",
+                "webhooks[0].clientConfig.url: Invalid value: \"http\": 'https' is the only allowed URL scheme; desired format: https://host[/path]",
+            ]
+        );
     }
 
     #[test]
