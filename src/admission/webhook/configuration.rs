@@ -35,7 +35,8 @@ pub enum WebhookEndpoint {
 }
 
 /// The ValidatingWebhookConfiguration `name` for nmo's two webhooks at `endpoint`, trusting
-/// `ca_bundle` (PEM) for their serving certificate.
+/// `ca_bundle` (PEM) for their serving certificate. An empty `ca_bundle` leaves `caBundle`
+/// out, for cert-manager's CA injector (`cert-manager.io/inject-ca-from`) to fill in.
 ///
 /// Both webhooks have `sideEffects: None` (so `kubectl apply --dry-run=server` calls them),
 /// `admissionReviewVersions: [v1]`, `failurePolicy: Fail` (a request is refused when the
@@ -46,6 +47,7 @@ pub fn validating_webhook_configuration(
     endpoint: &WebhookEndpoint,
     ca_bundle: &[u8],
 ) -> ValidatingWebhookConfiguration {
+    let ca_bundle = (!ca_bundle.is_empty()).then(|| ByteString(ca_bundle.to_vec()));
     let webhook = |webhook_name: &str, path: &str, version: &str, plural: &str| {
         let client_config = match endpoint {
             WebhookEndpoint::Service {
@@ -53,7 +55,7 @@ pub fn validating_webhook_configuration(
                 name,
                 port,
             } => WebhookClientConfig {
-                ca_bundle: Some(ByteString(ca_bundle.to_vec())),
+                ca_bundle: ca_bundle.clone(),
                 service: Some(ServiceReference {
                     namespace: namespace.clone(),
                     name: name.clone(),
@@ -63,7 +65,7 @@ pub fn validating_webhook_configuration(
                 url: None,
             },
             WebhookEndpoint::Url(base) => WebhookClientConfig {
-                ca_bundle: Some(ByteString(ca_bundle.to_vec())),
+                ca_bundle: ca_bundle.clone(),
                 service: None,
                 url: Some(format!("{}{path}", base.trim_end_matches('/'))),
             },
@@ -160,5 +162,9 @@ mod tests {
             Some("https://127.0.0.1:9443/validate-maintenancewindow")
         );
         assert!(hooks[1].client_config.service.is_none());
+        assert!(
+            hooks[1].client_config.ca_bundle.is_none(),
+            "left for cert-manager"
+        );
     }
 }
