@@ -531,3 +531,48 @@ async fn rules_select_subresources_equivalent_versions_namespaces_objects_delete
     let a = send(&e.client, "DELETE", &format!("{VWCS}/test"), None).await;
     assert_eq!((a.code, called()), (200, before));
 }
+
+#[tokio::test]
+async fn a_binding_is_admitted_as_a_create_of_pods_binding() {
+    let sandbox = Sandbox::builder()
+        .workload_controllers(false)
+        .start()
+        .await
+        .unwrap();
+    let client = sandbox.client().unwrap();
+    let pki = Pki::new("recorder CA");
+    let webhook = RecordingWebhook::start(&pki.serving_pair("recorder")).await;
+    sandbox.add_node("n1", &[]).unwrap();
+    sandbox.create_pod(NewPod::new("pending")).unwrap();
+    register(
+        &client,
+        &pki.ca_pem(),
+        json!({"clientConfig": {"url": webhook.url(), "caBundle": base64(&pki.ca_pem())},
+        "rules": rule(&["CREATE"], &[""], &["pods/binding"])}),
+    )
+    .await;
+    webhook.answer(Answer::Deny(403, "not there".into(), vec![]));
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "pending"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}});
+    let path = "/api/v1/namespaces/default/pods/pending/binding";
+    let a = send(&client, "POST", path, Some(&binding)).await;
+    assert_eq!(a.code, 403, "{}", a.body);
+    let req = &webhook.requests()[0]["request"];
+    assert_eq!(
+        req["kind"],
+        json!({"group": "", "version": "v1", "kind": "Binding"})
+    );
+    assert_eq!(req["subResource"], "binding");
+    assert_eq!(req["object"]["target"]["name"], "n1");
+    webhook.answer(Answer::Allow(vec![]));
+    let a = send(&client, "POST", path, Some(&binding)).await;
+    assert_eq!(a.code, 201, "{}", a.body);
+    let pod = send(
+        &client,
+        "GET",
+        "/api/v1/namespaces/default/pods/pending",
+        None,
+    )
+    .await;
+    assert_eq!(pod.body["spec"]["nodeName"], "n1");
+}

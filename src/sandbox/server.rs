@@ -351,7 +351,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         "watch" => watch(shared, target, &query, as_table, verdict.end_watch),
         "create" => {
             let obj = decode_body(&content_type, &body)?;
-            if target.sub.as_deref() == Some("eviction") {
+            // Evictions and bindings are admitted as CREATEs of the pod's subresource, with
+            // the Eviction or Binding as the object.
+            if let Some(sub @ ("eviction" | "binding")) = target.sub.as_deref() {
                 let name = target.name.clone().unwrap_or_default();
                 let dry_run = opts.dry_run
                     || obj
@@ -359,20 +361,22 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                         .and_then(Value::as_array)
                         .is_some_and(|a| !a.is_empty());
                 let mut write = write_of(&target, Verb::Create, dry_run);
-                write.kind = Some(("policy", "v1", "Eviction"));
+                write.kind = Some(if sub == "eviction" {
+                    ("policy", "v1", "Eviction")
+                } else {
+                    ("", "v1", "Binding")
+                });
                 let status = webhook::admit(&shared, &write, |store, pass| match pass {
                     Pass::Preview => store
                         .get(&target.rt.store_key(), &target.ns, &name)
                         .map(|_| Arc::new(obj.clone()))
                         .ok_or_else(|| ApiError::not_found(&target.rt, &name)),
-                    Pass::Commit { .. } => store.evict(&target.ns, &name, &obj).map(Arc::new),
+                    Pass::Commit { .. } if sub == "eviction" => {
+                        store.evict(&target.ns, &name, &obj).map(Arc::new)
+                    }
+                    Pass::Commit { .. } => store.bind(&target.ns, &name, &obj).map(Arc::new),
                 })
                 .await?;
-                return Ok(json_response(201, &status));
-            }
-            if target.sub.as_deref() == Some("binding") {
-                let name = target.name.clone().unwrap_or_default();
-                let status = store.bind(&target.ns, &name, &obj)?;
                 return Ok(json_response(201, &status));
             }
             if target.sub.is_some() || target.name.is_some() {
