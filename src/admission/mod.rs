@@ -3,10 +3,11 @@
 //! Only rules that need no cluster live here: the schedule, zone, durations, budget,
 //! selector and release of a MaintenanceWindow, and the node name of a NodeMaintenance.
 //! Rules that need the cluster (the node exists, one NodeMaintenance per node, control-plane
-//! quorum) belong to the webhook. Every message names the field, the value and what is
+//! quorum) belong to the webhook ([`webhook`]). Every message names the field, the value and what is
 //! allowed: `spec.timeZone: unknown time zone "Europe/Berln", did you mean "Europe/Berlin"?`.
 
 pub mod manifest;
+pub mod webhook;
 
 pub use manifest::validate_manifest;
 

@@ -13,7 +13,8 @@
 //! Layout: `store` (objects, resourceVersions, history, indexes), `kubelet` (what the rest of
 //! a cluster does: GC, PDB status, eviction, pod termination, workload controllers), `server`
 //! (HTTP routing and watches); pure parts in `selectors`, `patch`, `schema`, `cel`, `table`,
-//! `pdb`, `events`, `discovery`, `resources`.
+//! `pdb`, `events`, `discovery`, `resources`. Validating admission webhooks are called from the
+//! write path by `webhook` (`webhook_rules` decides, `webhook_client` calls).
 
 pub mod cel;
 pub mod discovery;
@@ -30,6 +31,9 @@ pub mod server;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod webhook;
+pub mod webhook_client;
+pub mod webhook_rules;
 
 pub use error::ApiError;
 pub use faults::{Fault, FaultId, FaultRule, Faults};

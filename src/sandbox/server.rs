@@ -10,6 +10,7 @@ use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{Change, ChangeType, DeleteOpts, Store, WriteOpts, name_of, namespace_of};
 use super::table;
+use super::webhook::{self, Pass, Verb, Write};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
@@ -151,10 +152,13 @@ pub async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    Ok(match route(shared, req).await {
-        Ok(r) => r,
-        Err(e) => error_response(&e),
+    Ok(webhook::with_warnings(async move {
+        match route(shared, req).await {
+            Ok(r) => r,
+            Err(e) => error_response(&e),
+        }
     })
+    .await)
 }
 
 async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
@@ -347,15 +351,32 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         "watch" => watch(shared, target, &query, as_table, verdict.end_watch),
         "create" => {
             let obj = decode_body(&content_type, &body)?;
-            let mut store = shared.lock();
-            if target.sub.as_deref() == Some("eviction") {
+            // Evictions and bindings are admitted as CREATEs of the pod's subresource, with
+            // the Eviction or Binding as the object.
+            if let Some(sub @ ("eviction" | "binding")) = target.sub.as_deref() {
                 let name = target.name.clone().unwrap_or_default();
-                let status = store.evict(&target.ns, &name, &obj)?;
-                return Ok(json_response(201, &status));
-            }
-            if target.sub.as_deref() == Some("binding") {
-                let name = target.name.clone().unwrap_or_default();
-                let status = store.bind(&target.ns, &name, &obj)?;
+                let dry_run = opts.dry_run
+                    || obj
+                        .pointer("/deleteOptions/dryRun")
+                        .and_then(Value::as_array)
+                        .is_some_and(|a| !a.is_empty());
+                let mut write = write_of(&target, Verb::Create, dry_run);
+                write.kind = Some(if sub == "eviction" {
+                    ("policy", "v1", "Eviction")
+                } else {
+                    ("", "v1", "Binding")
+                });
+                let status = webhook::admit(&shared, &write, |store, pass| match pass {
+                    Pass::Preview => store
+                        .get(&target.rt.store_key(), &target.ns, &name)
+                        .map(|_| Arc::new(obj.clone()))
+                        .ok_or_else(|| ApiError::not_found(&target.rt, &name)),
+                    Pass::Commit { .. } if sub == "eviction" => {
+                        store.evict(&target.ns, &name, &obj).map(Arc::new)
+                    }
+                    Pass::Commit { .. } => store.bind(&target.ns, &name, &obj).map(Arc::new),
+                })
+                .await?;
                 return Ok(json_response(201, &status));
             }
             if target.sub.is_some() || target.name.is_some() {
@@ -363,7 +384,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             }
             check_kind(&target, &obj)?;
             let obj = input(&target.rt, obj);
-            let created = store.create(&target.rt, &target.ns, obj, &opts)?;
+            let write = write_of(&target, Verb::Create, opts.dry_run);
+            let created = webhook::admit(&shared, &write, |store, pass| {
+                let mut obj = obj.clone();
+                webhook::keep_admitted_name(&mut obj, pass);
+                store.create(&target.rt, &target.ns, obj, &opts.for_pass(pass))
+            })
+            .await?;
             Ok(json_response(
                 201,
                 &output(&target.rt, &target.version, &created),
@@ -374,9 +401,21 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             check_kind(&target, &obj)?;
             let obj = input(&target.rt, obj);
             let scope = scope_of(&target)?;
-            let mut store = shared.lock();
             let name = target.name.clone().unwrap_or_default();
-            let updated = store.update(&target.rt, &target.ns, &name, obj, scope, &opts, false)?;
+            let write = write_of(&target, Verb::Update, opts.dry_run);
+            let updated = webhook::admit(&shared, &write, |store, pass| {
+                let opts = opts.for_pass(pass);
+                store.update(
+                    &target.rt,
+                    &target.ns,
+                    &name,
+                    obj.clone(),
+                    scope,
+                    &opts,
+                    false,
+                )
+            })
+            .await?;
             Ok(json_response(
                 200,
                 &output(&target.rt, &target.version, &updated),
@@ -385,16 +424,12 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         "patch" => {
             let scope = scope_of(&target)?;
             let force = query.flag("force");
-            let mut store = shared.lock();
-            let out = patch_object(
-                &mut store,
-                &target,
-                &content_type,
-                &body,
-                scope,
-                &opts,
-                force,
-            )?;
+            let write = write_of(&target, Verb::Update, opts.dry_run);
+            let out = webhook::admit(&shared, &write, |store, pass| {
+                let opts = opts.for_pass(pass);
+                patch_object(store, &target, &content_type, &body, scope, &opts, force)
+            })
+            .await?;
             Ok(json_response(
                 200,
                 &output(&target.rt, &target.version, &out),
@@ -403,9 +438,16 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         "delete" => {
             let body_v = decode_optional_body(&content_type, &body)?;
             let dopts = delete_opts(&query, &body_v, opts.dry_run);
-            let mut store = shared.lock();
             let name = target.name.clone().unwrap_or_default();
-            let out = store.delete(&target.rt, &target.ns, &name, &dopts)?;
+            let write = write_of(&target, Verb::Delete, dopts.dry_run);
+            let out = webhook::admit(&shared, &write, |store, pass| {
+                let dopts = DeleteOpts {
+                    dry_run: pass.dry_run(dopts.dry_run),
+                    ..dopts.clone()
+                };
+                store.delete(&target.rt, &target.ns, &name, &dopts)
+            })
+            .await?;
             Ok(json_response(
                 200,
                 &output(&target.rt, &target.version, &out),
@@ -418,15 +460,32 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 .map_err(|e| ApiError::bad_request(e.0))?;
             let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
                 .map_err(|e| ApiError::bad_request(e.0))?;
-            let mut store = shared.lock();
-            let items = store.list(&target.rt.store_key(), &target.ns, &labels, &fields);
+            let items = shared
+                .lock()
+                .list(&target.rt.store_key(), &target.ns, &labels, &fields);
             let mut deleted = Vec::new();
+            // Each item is admitted as a DELETE of its own, as kube-apiserver does; a refusal
+            // ends the request, an item already gone is skipped.
             for o in items {
-                if let Ok(d) = store.delete(&target.rt, namespace_of(&o), name_of(&o), &dopts) {
-                    deleted.push(output(&target.rt, &target.version, &d));
+                let (ns, name) = (namespace_of(&o), name_of(&o));
+                let mut write = write_of(&target, Verb::Delete, dopts.dry_run);
+                write.namespace = ns;
+                write.name = Some(name);
+                let result = webhook::admit(&shared, &write, |store, pass| {
+                    let dopts = DeleteOpts {
+                        dry_run: pass.dry_run(dopts.dry_run),
+                        ..dopts.clone()
+                    };
+                    store.delete(&target.rt, ns, name, &dopts)
+                })
+                .await;
+                match result {
+                    Ok(d) => deleted.push(output(&target.rt, &target.version, &d)),
+                    Err(e) if e.code == 404 => {}
+                    Err(e) => return Err(e),
                 }
             }
-            let rv = store.current_rv().to_string();
+            let rv = shared.lock().current_rv().to_string();
             Ok(json_response(
                 200,
                 &json!({"kind": format!("{}List", target.rt.kind),
@@ -569,6 +628,20 @@ fn parse_target(store: &Store, segs: &[&str]) -> Result<Target, ApiError> {
         name: rest.get(1).map(|s| s.to_string()),
         sub: rest.get(2).map(|s| s.to_string()),
     })
+}
+
+/// The write a request makes, for admission.
+fn write_of(target: &Target, verb: Verb, dry_run: bool) -> Write<'_> {
+    Write {
+        rt: &target.rt,
+        version: &target.version,
+        namespace: &target.ns,
+        name: target.name.as_deref(),
+        subresource: target.sub.as_deref(),
+        kind: None,
+        verb,
+        dry_run,
+    }
 }
 
 fn check_kind(target: &Target, obj: &Value) -> Result<(), ApiError> {
@@ -749,7 +822,7 @@ fn apply_conflict(rt: &ResourceType, name: &str, conflicts: Vec<patch::Conflict>
 }
 
 /// An object as a client asked for it: events through their API, apiVersion of the request.
-fn output(rt: &ResourceType, version: &str, obj: &Value) -> Value {
+pub(crate) fn output(rt: &ResourceType, version: &str, obj: &Value) -> Value {
     if rt.stored_as.is_some() && rt.group == "events.k8s.io" {
         return events::to_new(obj);
     }

@@ -156,6 +156,16 @@ pub struct WriteOpts {
     pub strict: bool,
 }
 
+impl WriteOpts {
+    /// These options for a pass of an admitted write (a preview is always a dry run).
+    pub fn for_pass(&self, pass: super::webhook::Pass<'_>) -> WriteOpts {
+        WriteOpts {
+            dry_run: pass.dry_run(self.dry_run),
+            ..self.clone()
+        }
+    }
+}
+
 /// Options of a delete.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOpts {
