@@ -16,6 +16,7 @@
 //! `pdb`, `events`, `discovery`, `resources`.
 
 pub mod cel;
+pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod events;

@@ -36,10 +36,46 @@ pub fn validate_object(schema: &Value, obj: &mut Value, old: Option<&Value>) -> 
             }
         }
     }
-    if causes.is_empty() {
-        causes.extend(super::cel::check_rules(schema, obj, old));
+    if has_rules(schema) {
+        // As kube-apiserver: errors that make the object unfit for CEL (wrong types, missing
+        // required fields, enums, too long or too many) skip the rules, and say so.
+        if causes.iter().any(|c| BLOCKING.contains(&c.reason.as_str())) {
+            causes.push(Cause {
+                reason: "FieldValueInvalid".into(),
+                message: RULES_NOT_CHECKED.into(),
+                field: "<nil>".into(),
+            });
+        } else {
+            causes.extend(super::cel::check_rules(schema, obj, old));
+        }
     }
     causes
+}
+
+/// The cause reasons after which kube-apiserver does not evaluate CEL rules.
+const BLOCKING: [&str; 5] = [
+    "FieldValueNotSupported",
+    "FieldValueRequired",
+    "FieldValueTooLong",
+    "FieldValueTooMany",
+    "FieldValueTypeInvalid",
+];
+
+/// The cause kube-apiserver adds when blocking errors kept the CEL rules from running.
+pub const RULES_NOT_CHECKED: &str = "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
+
+/// Does any level of the schema carry `x-kubernetes-validations`?
+fn has_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(m) => {
+            m.get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .is_some_and(|r| !r.is_empty())
+                || m.values().any(has_rules)
+        }
+        Value::Array(a) => a.iter().any(has_rules),
+        _ => false,
+    }
 }
 
 /// The fields of an object its schema does not declare, as `.spec.x` paths (what

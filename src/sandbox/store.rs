@@ -707,6 +707,9 @@ impl Store {
         if self.get(&key.gr, &key.ns, &key.name).is_some() {
             return Err(ApiError::already_exists(rt, &key.name));
         }
+        if !rt.custom {
+            super::defaults::scheme_defaults(&rt.group, &rt.plural, &mut obj);
+        }
         self.admit_create(rt, &mut obj)?;
         self.check_strict(rt, opts, &obj)?;
         self.validate(rt, &opts.version, &mut obj, None)?;
@@ -834,6 +837,9 @@ impl Store {
             set_meta(&mut new, "managedFields", mf.clone());
         }
         if matches!(scope, Scope::Main { .. }) {
+            if !rt.custom {
+                super::defaults::scheme_defaults(&rt.group, &rt.plural, &mut new);
+            }
             self.check_strict(rt, opts, &new)?;
             self.validate(rt, &opts.version, &mut new, Some(&old))?;
         } else {
@@ -1024,6 +1030,9 @@ impl Store {
             }
             return Ok(());
         }
+        if rt.group.is_empty() && rt.plural == "pods" {
+            super::defaults::admit_pod(obj);
+        }
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "pods") if obj.pointer("/status/phase").is_none() => {
                 let node = obj
@@ -1047,6 +1056,7 @@ impl Store {
                 } else {
                     running_status(&self.now())
                 };
+                obj["status"]["qosClass"] = json!(super::defaults::qos_class(obj));
             }
             ("", "nodes")
                 if obj
@@ -1116,9 +1126,11 @@ impl Store {
             .iter()
             .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
             .collect();
+        let version = &opts.version;
         Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            list.join(", ")
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            list.join(", "),
+            kind = rt.kind,
         )))
     }
 
