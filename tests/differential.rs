@@ -263,11 +263,14 @@ fn meta(name: &str) -> Value {
     json!({"name": name})
 }
 
-/// A node as a kubelet registers it: with its status, which both backends keep.
+/// A node as a kubelet registers it: with its status, which both backends keep, and the
+/// `node.kubernetes.io/not-ready` taint that kube-apiserver's TaintNodesByCondition plugin
+/// would add (see `node-create-untainted` for a node without it).
 fn node(name: &str, labels: Value) -> Value {
     let t = "2026-01-01T00:00:00Z";
     json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels},
-        "spec": {"taints": [{"key": "diff/initial", "value": "x", "effect": "PreferNoSchedule"}]},
+        "spec": {"taints": [{"key": "diff/initial", "value": "x", "effect": "PreferNoSchedule"},
+            {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]},
         "status": {
             "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
                 "message": "kubelet is posting ready status", "lastHeartbeatTime": t, "lastTransitionTime": t}],
@@ -383,6 +386,8 @@ fn nodes(c: &mut Corpus) {
         .capture("n1")
         .post("node-create-second", NODES, node("diff-n2", json!({"diff": "yes", "zone": "b"})))
         .post("node-create-again", NODES, node("diff-n1", json!({})))
+        .post("node-create-untainted", NODES, json!({"metadata": meta("diff-n3"), "spec": {}}))
+        .delete("node-delete-untainted", &format!("{NODES}/diff-n3"))
         .post("node-create-bad-name", NODES, node("Diff_N", json!({})))
         .post("node-create-no-name", NODES, json!({"metadata": {}}))
         .get("node-get", &n1)
@@ -473,8 +478,8 @@ fn leases(c: &mut Corpus) {
             "spec": {"holderIdentity": "d", "leaseDurationSeconds": 15}}))
         .put("lease-put-missing", &format!("{LEASES}/l-missing"), json!({"metadata": {"name": "l-missing"}, "spec": {}}))
         .put("lease-put-invalid-rv", &l1, json!({"metadata": {"name": "l1", "resourceVersion": "abc"}, "spec": {}}))
-        .watch("lease-watch-resume", &format!("{LEASES}?watch=true&fieldSelector=metadata.name%3Dl1&resourceVersion=$(l1.metadata.resourceVersion)"), 2)
-        .watch("lease-watch-too-old", &format!("{LEASES}?watch=true&resourceVersion=1"), 1)
+        .watch("lease-watch-resume", &format!("{LEASES}?watch=true&fieldSelector=metadata.name%3Dl1&resourceVersion=$(l1.metadata.resourceVersion)"), 1)
+        .watch("lease-watch-future-rv", &format!("{LEASES}?watch=true&resourceVersion=999999999"), 1)
         .get("lease-watch-invalid-rv", &format!("{LEASES}?watch=true&resourceVersion=abc"))
         .patch("lease-merge", &l1, MERGE, json!({"spec": {"holderIdentity": "e"}}))
         .patch("lease-merge-null-removes", &l1, MERGE, json!({"spec": {"leaseDurationSeconds": null}}))
@@ -565,15 +570,18 @@ fn pods_and_eviction(c: &mut Corpus) {
 
 fn events(c: &mut Corpus) {
     let t = "2026-01-01T00:00:00Z";
-    c.post("event-core-create", EVENTS, json!({"apiVersion": "v1", "kind": "Event",
-        "metadata": meta("e1"), "involvedObject": {"kind": "Node", "name": "diff-n1", "apiVersion": "v1"},
+    c.post("event-core-create-namespace-mismatch", EVENTS, json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": meta("e0"), "involvedObject": {"kind": "Node", "name": "diff-n1", "apiVersion": "v1"},
+        "reason": "Cordon", "message": "cordoned", "type": "Normal"}))
+        .post("event-core-create", EVENTS, json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": meta("e1"), "involvedObject": {"kind": "Pod", "name": "p1", "namespace": "diff-events", "apiVersion": "v1"},
         "reason": "Cordon", "message": "cordoned", "type": "Normal", "count": 2,
         "firstTimestamp": t, "lastTimestamp": t, "source": {"component": "diff-controller"}}))
         .get("event-core-get", &format!("{EVENTS}/e1"))
         .get("event-core-get-as-new", &format!("{NEW_EVENTS}/e1"))
         .post("event-new-create", NEW_EVENTS, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
             "metadata": meta("e2"), "eventTime": "2026-01-01T00:00:00.000000Z",
-            "regarding": {"kind": "Node", "name": "diff-n1", "apiVersion": "v1"},
+            "regarding": {"kind": "Pod", "name": "p1", "namespace": "diff-events", "apiVersion": "v1"},
             "reason": "Drain", "note": "draining", "type": "Warning", "action": "Drain",
             "reportingController": "diff.example/controller", "reportingInstance": "diff-1"}))
         .post("event-new-create-invalid", NEW_EVENTS, json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
@@ -582,9 +590,12 @@ fn events(c: &mut Corpus) {
         .get("event-new-get-as-core", &format!("{EVENTS}/e2"))
         .get("event-core-list", EVENTS)
         .get("event-new-list", NEW_EVENTS)
-        .get("event-core-list-field", &format!("{EVENTS}?fieldSelector=involvedObject.name%3Ddiff-n1"))
+        .get("event-core-list-field", &format!("{EVENTS}?fieldSelector=involvedObject.name%3Dp1"))
         .patch("event-core-merge", &format!("{EVENTS}/e1"), MERGE, json!({"count": 3, "message": "cordoned again"}))
         .patch("event-new-merge", &format!("{NEW_EVENTS}/e2"), MERGE, json!({"note": "drained"}))
+        .post("event-new-dry-run-other-namespace", &format!("{NEW_EVENTS}?dryRun=All"), json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": meta("e9"), "regarding": {"kind": "Pod", "name": "p1", "namespace": "other"}, "note": "x", "type": "Normal",
+            "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "diff.example/c", "reportingInstance": "i", "action": "A", "reason": "R"}))
         .delete("event-new-delete", &format!("{NEW_EVENTS}/e1"))
         .get("event-core-get-deleted", &format!("{EVENTS}/e1"));
 }
@@ -894,7 +905,7 @@ static TIME: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// resourceVersion values quoted in messages (preconditions, too old resource versions).
 static MESSAGE_RV: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)(resource ?version(?: in precondition| in object meta)?:? )\d+( \(\d+\))?")
+    Regex::new(r"(?i)(resource ?version(?: in precondition| in object meta| in the precondition| in record)?:? \(?)\d+( \(\d+\))?")
         .unwrap()
 });
 
@@ -925,6 +936,17 @@ fn normalise(v: &Value) -> Value {
                 && name.len() == prefix.len() + 5
             {
                 out.insert("name".into(), json!(format!("{prefix}<suffix>")));
+            }
+            // Entries of the same operation are ordered by time, which varies: order them by
+            // what identifies them.
+            if let Some(Value::Array(entries)) = out.get_mut("managedFields") {
+                entries.sort_by_key(|e| {
+                    (
+                        e["operation"].to_string(),
+                        e["manager"].to_string(),
+                        e["subresource"].to_string(),
+                    )
+                });
             }
             Value::Object(out)
         }

@@ -136,7 +136,7 @@ async fn bad_requests_get_status_answers_and_the_server_keeps_serving() {
         ),
         (
             "GET",
-            "/api/v1/pods?watch=true&resourceVersion=abc",
+            "/api/v1/pods?limit=abc",
             "",
             vec![],
             400,

@@ -23,7 +23,13 @@ pub fn check_rules(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Caus
 }
 
 fn cause(obj: &Value, e: &ValidationError) -> Cause {
-    let field = e.field_path.trim_start_matches('.').to_string();
+    let path = e.field_path.trim_start_matches('.').to_string();
+    // A rule on the root has no field path: kube-apiserver prints it as Go's nil path.
+    let field = if path.is_empty() {
+        "<nil>".to_string()
+    } else {
+        path.clone()
+    };
     let message = match e.kind {
         ErrorKind::ValidationFailure => e.message.clone(),
         _ => format!("{} (rule: {})", e.message, e.rule),
@@ -34,7 +40,7 @@ fn cause(obj: &Value, e: &ValidationError) -> Cause {
             .as_deref()
             .map(|r| r.to_string())
             .unwrap_or_else(|| "FieldValueInvalid".into()),
-        message: match value_at(obj, &field).and_then(scalar) {
+        message: match value_at(obj, &path).and_then(scalar) {
             Some(value) => format!("Invalid value: {value}: {message}"),
             None => format!("Invalid value: {message}"),
         },

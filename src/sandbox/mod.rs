@@ -16,6 +16,7 @@
 //! `pdb`, `events`, `discovery`, `resources`.
 
 pub mod cel;
+pub mod decode;
 pub mod defaults;
 pub mod discovery;
 pub mod error;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod validation;
 
 pub use error::ApiError;
 pub use faults::{Fault, FaultId, FaultRule, Faults};
@@ -761,7 +763,9 @@ impl Store {
             } else {
                 0
             };
-            store::set_meta(&mut obj, "generation", json!(g + bump));
+            if rt.has_generation() {
+                store::set_meta(&mut obj, "generation", json!(g + bump));
+            }
         }
         let out = self.commit(&key, Some(obj)).expect("a write commits");
         self.react();

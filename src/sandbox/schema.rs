@@ -36,6 +36,12 @@ pub fn validate_object(schema: &Value, obj: &mut Value, old: Option<&Value>) -> 
             }
         }
     }
+    // kube-apiserver lists unsupported values first and required fields last.
+    causes.sort_by_key(|c| match c.reason.as_str() {
+        "FieldValueNotSupported" => 0,
+        "FieldValueRequired" => 2,
+        _ => 1,
+    });
     if has_rules(schema) {
         // As kube-apiserver: errors that make the object unfit for CEL (wrong types, missing
         // required fields, enums, too long or too many) skip the rules, and say so.
@@ -230,8 +236,8 @@ pub fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid".into(),
                 message: format!(
-                    "Invalid value: {}: {path} in body must be of type integer,string: {:?}",
-                    render(v),
+                    "Invalid value: {:?}: {path} in body must be of type integer,string: {:?}",
+                    type_name(v),
                     type_name(v)
                 ),
                 field: path.into(),
@@ -245,8 +251,7 @@ pub fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid".into(),
                 message: format!(
-                    "Invalid value: {}: {path} in body must be of type {t}: {actual:?}",
-                    render(v)
+                    "Invalid value: {actual:?}: {path} in body must be of type {t}: {actual:?}"
                 ),
                 field: path.into(),
             });
@@ -453,7 +458,7 @@ mod tests {
         assert_eq!(
             messages(json!({"spec": {"schedule": 5}})),
             [
-                "spec.schedule: Invalid value: 5: spec.schedule in body must be of type string: \"integer\""
+                "spec.schedule: Invalid value: \"integer\": spec.schedule in body must be of type string: \"integer\""
             ]
         );
         assert_eq!(
@@ -471,7 +476,7 @@ mod tests {
         assert_eq!(
             messages(json!({"spec": {"schedule": "1", "labels": {"a": 1}}})),
             [
-                "spec.labels.a: Invalid value: 1: spec.labels.a in body must be of type string: \"integer\""
+                "spec.labels.a: Invalid value: \"integer\": spec.labels.a in body must be of type string: \"integer\""
             ]
         );
     }
