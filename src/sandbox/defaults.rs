@@ -19,6 +19,7 @@ pub fn scheme_defaults(group: &str, plural: &str, obj: &mut Value) {
         ("", "pods") => {
             if let Some(spec) = obj.get_mut("spec") {
                 pod_spec(spec);
+                set_absent(spec, "enableServiceLinks", json!(true));
             }
         }
         ("", "namespaces") => {
@@ -31,6 +32,7 @@ pub fn scheme_defaults(group: &str, plural: &str, obj: &mut Value) {
                 let labels = entry(&mut obj["metadata"], "labels");
                 labels["kubernetes.io/metadata.name"] = json!(name);
             }
+            set_absent(entry(obj, "spec"), "finalizers", json!(["kubernetes"]));
         }
         ("apps", "deployments") => {
             let spec = entry(obj, "spec");
@@ -74,6 +76,45 @@ pub fn scheme_defaults(group: &str, plural: &str, obj: &mut Value) {
                 set_absent(rolling, "maxSurge", json!(0));
             }
             template(spec);
+        }
+        _ => {}
+    }
+}
+
+/// Fields Go serialises even when unset, and empty ones it leaves out, so that objects read
+/// back as from kube-apiserver: a pod's unbound `nodeName` is omitted, its conditions'
+/// timestamps are `null`; a new PDB's status counts are 0. Applied after every write.
+pub fn wire_shape(group: &str, plural: &str, obj: &mut Value) {
+    match (group, plural) {
+        ("", "pods") => {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut)
+                && spec.get("nodeName").is_some_and(|n| n == "")
+            {
+                spec.remove("nodeName");
+            }
+            for c in obj
+                .pointer_mut("/status/conditions")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(m) = c.as_object_mut() {
+                    for k in ["lastProbeTime", "lastTransitionTime"] {
+                        m.entry(k).or_insert(Value::Null);
+                    }
+                }
+            }
+        }
+        ("policy", "poddisruptionbudgets") => {
+            let status = entry(obj, "status");
+            for k in [
+                "disruptionsAllowed",
+                "currentHealthy",
+                "desiredHealthy",
+                "expectedPods",
+            ] {
+                set_absent(status, k, json!(0));
+            }
         }
         _ => {}
     }
@@ -166,7 +207,6 @@ fn pod_spec(spec: &mut Value) {
     set_absent(spec, "terminationGracePeriodSeconds", json!(30));
     set_absent(spec, "securityContext", json!({}));
     set_absent(spec, "schedulerName", json!("default-scheduler"));
-    set_absent(spec, "enableServiceLinks", json!(true));
     for list in ["containers", "initContainers"] {
         for c in spec
             .get_mut(list)

@@ -441,7 +441,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         }
         "delete" => {
             let body_v = decode_optional_body(&content_type, &body)?;
-            let dopts = delete_opts(&query, &body_v, opts.dry_run);
+            let dopts = delete_opts(&query, &body_v, !body.is_empty(), opts.dry_run);
             let mut store = shared.lock();
             let name = target.name.clone().unwrap_or_default();
             let out = store.delete(&target.rt, &target.ns, &name, &dopts)?;
@@ -459,7 +459,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         }
         "deletecollection" => {
             let body_v = decode_optional_body(&content_type, &body)?;
-            let dopts = delete_opts(&query, &body_v, opts.dry_run);
+            let dopts = delete_opts(&query, &body_v, !body.is_empty(), opts.dry_run);
             let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
                 .map_err(|e| ApiError::bad_request(e.0))?;
             let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
@@ -469,7 +469,14 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             let mut deleted = Vec::new();
             for o in items {
                 if let Ok(d) = store.delete(&target.rt, namespace_of(&o), name_of(&o), &dopts) {
-                    deleted.push(output(&target.rt, &target.version, &d));
+                    let mut item = output(&target.rt, &target.version, &d);
+                    if !target.rt.custom
+                        && let Some(m) = item.as_object_mut()
+                    {
+                        m.remove("kind");
+                        m.remove("apiVersion");
+                    }
+                    deleted.push(item);
                 }
             }
             let rv = store.current_rv().to_string();
@@ -559,8 +566,7 @@ fn uid_of_value(v: &Value) -> Option<&str> {
 
 /// DeleteOptions come from the body when it has one, else from the query (kube-apiserver
 /// reads only one of the two).
-fn delete_opts(query: &Query, body: &Value, dry_run: bool) -> DeleteOpts {
-    let from_body = body.as_object().is_some_and(|m| !m.is_empty());
+fn delete_opts(query: &Query, body: &Value, from_body: bool, dry_run: bool) -> DeleteOpts {
     let empty = Query::default();
     let query = if from_body { &empty } else { query };
     let dry_run = dry_run && !from_body;

@@ -753,6 +753,9 @@ impl Store {
         if obj.pointer("/metadata/managedFields").is_none() {
             patch::record_update(None, &mut obj, &ctx, &lists);
         }
+        if !rt.custom {
+            super::defaults::wire_shape(&rt.group, &rt.plural, &mut obj);
+        }
         if opts.dry_run {
             return Ok(Arc::new(obj));
         }
@@ -898,6 +901,10 @@ impl Store {
         if matches!(scope, Scope::Main { .. }) {
             if !rt.custom {
                 super::defaults::scheme_defaults(&rt.group, &rt.plural, &mut new);
+                if rt.group.is_empty() && rt.plural == "pods" {
+                    // DefaultTolerationSeconds admits updates too.
+                    super::defaults::admit_pod(&mut new);
+                }
                 self.validate_builtin(rt, &new, false)?;
             }
             self.check_strict(rt, opts, &new)?;
@@ -907,6 +914,9 @@ impl Store {
         }
         if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             drop_empty_metadata(m);
+        }
+        if !rt.custom {
+            super::defaults::wire_shape(&rt.group, &rt.plural, &mut new);
         }
         if rt.has_generation() && spec_changed(&old, &new, rt.status_subresource) {
             let g = old
@@ -935,8 +945,15 @@ impl Store {
         let finished = new.pointer("/metadata/deletionTimestamp").is_some()
             && finalizers(&new).is_empty()
             && !is_terminating_pod(rt, &new);
+        // The update that removes the last finalizer answers with the object as updated.
         let out = if finished {
-            self.commit(&key, None)
+            self.commit(&key, None).map(|gone| {
+                let mut last = new;
+                if let Some(rv) = gone.pointer("/metadata/resourceVersion") {
+                    set_meta(&mut last, "resourceVersion", rv.clone());
+                }
+                Arc::new(last)
+            })
         } else {
             self.commit(&key, Some(new))
         }
