@@ -32,7 +32,6 @@ pub fn scheme_defaults(group: &str, plural: &str, obj: &mut Value) {
                 let labels = entry(&mut obj["metadata"], "labels");
                 labels["kubernetes.io/metadata.name"] = json!(name);
             }
-            set_absent(entry(obj, "spec"), "finalizers", json!(["kubernetes"]));
         }
         ("apps", "deployments") => {
             let spec = entry(obj, "spec");

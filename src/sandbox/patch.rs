@@ -307,7 +307,13 @@ impl Scope {
     }
 }
 
-const TRACKED_METADATA: [&str; 4] = ["labels", "annotations", "finalizers", "ownerReferences"];
+const TRACKED_METADATA: [&str; 5] = [
+    "generateName",
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+];
 
 /// The leaf paths of an object within a scope.
 pub fn field_set(obj: &Value, scope: Scope, lists: ListOracle) -> FieldSet {

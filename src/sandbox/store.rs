@@ -724,7 +724,8 @@ impl Store {
         }
         // Managed fields are recorded from the decoded and defaulted object, before admission
         // plugins add theirs (as kube-apiserver's field manager does).
-        let record_before_admission = rt.group.is_empty() && rt.plural == "pods";
+        let record_before_admission =
+            rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "namespaces");
         let lists = Self::list_oracle(rt, &opts.version);
         if record_before_admission && obj.pointer("/metadata/managedFields").is_none() {
             let now = self.now();
@@ -1158,6 +1159,11 @@ impl Store {
                 obj["status"] = status;
             }
             ("", "namespaces") => {
+                // The namespace registry's own finalizer, set after the field manager ran.
+                let spec = &mut obj["spec"];
+                if spec.get("finalizers").is_none_or(Value::is_null) {
+                    spec["finalizers"] = json!(["kubernetes"]);
+                }
                 obj["status"] = json!({"phase": "Active"});
             }
             _ => {}
