@@ -927,7 +927,8 @@ fn normalise(v: &Value) -> Value {
                     ("message", Value::String(s)) => json!(normalise_message(s)),
                     _ => normalise(x),
                 };
-                out.insert(k.clone(), x);
+                // Keys may hold uids too (`k:{"uid":...}` in managedFields).
+                out.insert(UUID.replace_all(k, "<uid>").into_owned(), x);
             }
             // A generated name keeps its prefix.
             if let Some(prefix) = m.get("generateName").and_then(Value::as_str)
@@ -971,6 +972,40 @@ fn normalise_message(s: &str) -> String {
     s.into_owned()
 }
 
+/// kube-apiserver lists a refusal's causes in its message in an order that changes from run to
+/// run (Go map iteration): a message `... is invalid: [a, b]` whose list is exactly its causes
+/// is rewritten with the causes in a fixed order. Any other message is kept as it is.
+fn in_cause_order(message: &str, causes: &[Value]) -> String {
+    let Some((head, list)) = message.split_once(" is invalid: [") else {
+        return message.to_string();
+    };
+    let Some(list) = list.strip_suffix(']') else {
+        return message.to_string();
+    };
+    let mut rendered: Vec<String> = causes
+        .iter()
+        .map(|c| {
+            let (field, text) = (
+                c["field"].as_str().unwrap_or_default(),
+                c["message"].as_str().unwrap_or_default(),
+            );
+            if field.is_empty() {
+                text.to_string()
+            } else {
+                format!("{field}: {text}")
+            }
+        })
+        .collect();
+    let same_parts = rendered.iter().all(|r| list.contains(r.as_str()))
+        && rendered.iter().map(String::len).sum::<usize>() + 2 * rendered.len().saturating_sub(1)
+            == list.len();
+    if !same_parts {
+        return message.to_string();
+    }
+    rendered.sort();
+    format!("{head} is invalid: [{}]", rendered.join(", "))
+}
+
 /// What is compared of an answer.
 fn comparable(code: u16, body: &Value) -> Value {
     let failure = body["kind"] == "Status" && body["status"] == "Failure";
@@ -988,7 +1023,11 @@ fn comparable(code: u16, body: &Value) -> Value {
         .collect();
     causes.sort_by_key(|c| c.to_string());
     causes.dedup();
-    json!({"code": code, "reason": body["reason"], "message": normalise_message(body["message"].as_str().unwrap_or_default()),
+    let message = in_cause_order(
+        &normalise_message(body["message"].as_str().unwrap_or_default()),
+        &causes,
+    );
+    json!({"code": code, "reason": body["reason"], "message": message,
         "details": normalise(&details), "causes": causes})
 }
 

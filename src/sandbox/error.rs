@@ -118,10 +118,10 @@ impl ApiError {
             format!("{} \"{name}\" is invalid: {body}", rt.qualified_kind()),
         );
         let mut d = details(rt, name, &rt.kind);
-        if name.is_empty() {
-            if let Some(m) = d.as_object_mut() {
-                m.remove("name");
-            }
+        if name.is_empty()
+            && let Some(m) = d.as_object_mut()
+        {
+            m.remove("name");
         }
         d["causes"] = causes
             .iter()
