@@ -263,7 +263,9 @@ fn workers(n: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_workers_are_maintained_in_order_never_more_than_two_at_a_time() {
-    let env = Env::new(at(1, 58), 10).await;
+    // 20 virtual minutes (2 s real) before the window: time for a first reconcile on a loaded
+    // machine, which must still see the window closed.
+    let env = Env::new(at(1, 40), 10).await;
     env.apply_window(
         r#"
 apiVersion: nodemaintenance.medik8s.io/v1alpha1
@@ -404,10 +406,13 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_window_closing_mid_round_finishes_in_flight_nodes_and_the_next_window_resumes() {
     let env = Env::new(at(1, 58), 4).await;
-    // Hourly 25-minute windows, one node at a time, 10 minutes each: 3 fit in the first.
+    // Hourly 29-minute windows, one node at a time, 10 minutes each: 3 start in the first
+    // (at 02:00, 02:10 and 02:20 plus two handovers) and the 4th never can (02:30 at the
+    // earliest). 29 minutes leave each handover 4.5 virtual minutes (0.45 s real at 600x), so
+    // a loaded machine does not push the third start out of the window.
     env.apply_window(&window_yaml(
         "hourly",
-        "  schedule: \"0 * * * *\"\n  duration: 25m\n  release: {after: 10m}\n  onWindowEnd: FinishInFlight\n",
+        "  schedule: \"0 * * * *\"\n  duration: 29m\n  release: {after: 10m}\n  onWindowEnd: FinishInFlight\n",
     ))
     .await;
     let done = env.round_completed("hourly", 1).await;
@@ -418,11 +423,11 @@ async fn a_window_closing_mid_round_finishes_in_flight_nodes_and_the_next_window
         workers(4),
         "no node is maintained twice; order by name"
     );
-    let first_window: Vec<_> = log.created.iter().filter(|c| c.0 < at(2, 25)).collect();
+    let first_window: Vec<_> = log.created.iter().filter(|c| c.0 < at(2, 29)).collect();
     let second_window: Vec<_> = log
         .created
         .iter()
-        .filter(|c| c.0 >= at(3, 0) && c.0 < at(3, 25))
+        .filter(|c| c.0 >= at(3, 0) && c.0 < at(3, 29))
         .collect();
     assert_eq!(first_window.len(), 3, "{:?}", log.created);
     assert_eq!(
@@ -434,12 +439,12 @@ async fn a_window_closing_mid_round_finishes_in_flight_nodes_and_the_next_window
     assert!(
         log.created
             .iter()
-            .all(|c| c.0 < at(2, 25) || c.0 >= at(3, 0)),
+            .all(|c| c.0 < at(2, 29) || c.0 >= at(3, 0)),
         "nothing starts between windows: {:?}",
         log.created
     );
     drop(log);
-    // The third node was in flight at 02:25 and finished after the close.
+    // The third node was in flight at 02:29 and finished after the close.
     let round = done.status.unwrap().round.unwrap();
     assert_eq!((round.completed, round.failed), (4, 0));
 }

@@ -136,7 +136,7 @@ async fn bad_requests_get_status_answers_and_the_server_keeps_serving() {
         ),
         (
             "GET",
-            "/api/v1/pods?watch=true&resourceVersion=abc",
+            "/api/v1/pods?limit=abc",
             "",
             vec![],
             400,
@@ -261,7 +261,7 @@ async fn custom_resources_are_validated_pruned_and_dry_run_does_not_persist() {
     assert_eq!(code, 422, "{status}");
     assert_eq!(
         status["message"],
-        "MaintenanceWindow.nodemaintenance.medik8s.io \"w\" is invalid: spec.maxUnavailable: Invalid value: \"string\": spec.maxUnavailable must be an integer >= 1 or a percentage from 1% to 100%"
+        "MaintenanceWindow.nodemaintenance.medik8s.io \"w\" is invalid: spec.maxUnavailable: Invalid value: \"0%\": spec.maxUnavailable must be an integer >= 1 or a percentage from 1% to 100%"
     );
     assert_eq!(
         status["details"]["causes"][0]["field"],
@@ -299,7 +299,7 @@ async fn custom_resources_are_validated_pruned_and_dry_run_does_not_persist() {
     assert_eq!(code, 400, "{status}");
     assert_eq!(
         status["message"],
-        "strict decoding error: unknown field \"spec.unknownField\""
+        "MaintenanceWindow in version \"v1alpha1\" cannot be handled as a MaintenanceWindow: strict decoding error: unknown field \"spec.unknownField\""
     );
     // dryRun=All answers like a create but stores nothing.
     let (code, dry) = send(

@@ -447,7 +447,7 @@ async fn kubectl_apply_of_a_window_that_breaks_a_cel_rule_fails_with_its_message
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("The MaintenanceWindow \"weekly-workers\" is invalid: spec.maxUnavailable: Invalid value: \"string\": spec.maxUnavailable must be an integer >= 1 or a percentage from 1% to 100%"),
+        stderr.contains("The MaintenanceWindow \"weekly-workers\" is invalid: spec.maxUnavailable: Invalid value: \"0%\": spec.maxUnavailable must be an integer >= 1 or a percentage from 1% to 100%"),
         "{stderr}"
     );
     // A schema violation is refused as well, with the apiserver's wording.

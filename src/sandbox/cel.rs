@@ -1,6 +1,7 @@
 //! CEL rules of CRD schemas (`x-kubernetes-validations`), evaluated with kube's CEL
 //! validator (kube-cel), including transition rules on `oldSelf`. Causes are worded like
-//! kube-apiserver's: `spec.x: Invalid value: "string": <message>`.
+//! kube-apiserver's since v1.35: `spec.x: Invalid value: "4 hours": <message>` for a scalar, and
+//! `spec.x: Invalid value: <message>` for an object or a list, whose value is not shown.
 
 use super::error::Cause;
 use kube::core::cel::{ErrorKind, ValidationError, Validator};
@@ -17,13 +18,18 @@ pub fn check_rules(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<Caus
     let result = VALIDATOR.with(|v| v.validate(schema, obj, old));
     match result {
         Ok(()) => vec![],
-        Err(errors) => errors.into_iter().map(|e| cause(schema, &e)).collect(),
+        Err(errors) => errors.into_iter().map(|e| cause(obj, &e)).collect(),
     }
 }
 
-fn cause(schema: &Value, e: &ValidationError) -> Cause {
-    let field = e.field_path.trim_start_matches('.').to_string();
-    let type_name = schema_type_at(schema, &field);
+fn cause(obj: &Value, e: &ValidationError) -> Cause {
+    let path = e.field_path.trim_start_matches('.').to_string();
+    // A rule on the root has no field path: kube-apiserver prints it as Go's nil path.
+    let field = if path.is_empty() {
+        "<nil>".to_string()
+    } else {
+        path.clone()
+    };
     let message = match e.kind {
         ErrorKind::ValidationFailure => e.message.clone(),
         _ => format!("{} (rule: {})", e.message, e.rule),
@@ -34,35 +40,41 @@ fn cause(schema: &Value, e: &ValidationError) -> Cause {
             .as_deref()
             .map(|r| r.to_string())
             .unwrap_or_else(|| "FieldValueInvalid".into()),
-        message: format!("Invalid value: \"{type_name}\": {message}"),
+        message: match value_at(obj, &path).and_then(scalar) {
+            Some(value) => format!("Invalid value: {value}: {message}"),
+            None => format!("Invalid value: {message}"),
+        },
         field,
     }
 }
 
-/// The schema type at a dotted path, as kube-apiserver prints it in CEL errors.
-fn schema_type_at(schema: &Value, path: &str) -> String {
-    let mut node = schema;
+/// A scalar as Go's `field.Invalid` prints it (strings quoted); `None` for objects, lists and
+/// null, whose value kube-apiserver leaves out of CEL errors since v1.35.
+fn scalar(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(format!("{s:?}")),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Null | Value::Array(_) | Value::Object(_) => None,
+    }
+}
+
+/// The value at a CEL error's field path (`spec.items[0].name`, `spec.labels.key`); the root
+/// for an empty path.
+fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut node = obj;
     for seg in path.split('.').filter(|s| !s.is_empty()) {
-        let seg = seg.split('[').next().unwrap_or(seg);
-        node = match node.pointer(&format!("/properties/{seg}")) {
-            Some(n) => n,
-            None => match node.get("additionalProperties").filter(|a| a.is_object()) {
-                Some(a) => a,
-                None => break,
-            },
-        };
-        while node.get("type").and_then(Value::as_str) == Some("array") && path.contains('[') {
-            match node.get("items") {
-                Some(i) => node = i,
-                None => break,
-            }
+        let mut parts = seg.split('[');
+        let key = parts.next().unwrap_or_default();
+        if !key.is_empty() {
+            node = node.get(key)?;
+        }
+        for index in parts {
+            let i: usize = index.trim_end_matches(']').parse().ok()?;
+            node = node.get(i)?;
         }
     }
-    match node.get("type").and_then(Value::as_str) {
-        Some(t) => t.to_string(),
-        None if node.get("x-kubernetes-int-or-string").is_some() => "string".into(),
-        None => "object".into(),
-    }
+    Some(node)
 }
 
 #[cfg(test)]
@@ -94,8 +106,44 @@ mod tests {
         assert_eq!(causes[0].field, "spec.maxUnavailable");
         assert_eq!(
             causes[0].message,
-            "Invalid value: \"string\": spec.maxUnavailable must be an integer >= 1 or a percentage from 1% to 100%"
+            "Invalid value: \"0%\": spec.maxUnavailable must be an integer >= 1 or a percentage from 1% to 100%"
         );
+    }
+
+    #[test]
+    fn a_scalar_is_shown_and_an_object_is_not() {
+        let s = schema("MaintenanceWindow");
+        let mut w = window(json!(1));
+        w["spec"]["duration"] = json!("4 hours");
+        w["spec"]["nodeSelector"] = json!({});
+        let mut messages: Vec<String> = check_rules(&s, &w, None)
+            .into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        messages.sort();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0]
+                .starts_with("spec.duration: Invalid value: \"4 hours\": spec.duration must be"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].starts_with(
+                "spec.nodeSelector: Invalid value: spec.nodeSelector must not be empty"
+            ),
+            "{messages:?}"
+        );
+    }
+
+    #[test]
+    fn values_are_found_by_field_path() {
+        let o = json!({"spec": {"items": [{"n": 3}], "labels": {"a": true}}});
+        assert_eq!(value_at(&o, "spec.items[0].n"), Some(&json!(3)));
+        assert_eq!(value_at(&o, "spec.labels.a"), Some(&json!(true)));
+        assert_eq!(value_at(&o, ""), Some(&o));
+        assert_eq!(value_at(&o, "spec.items[1]"), None);
+        assert_eq!(scalar(&json!("x")), Some("\"x\"".to_string()));
+        assert_eq!(scalar(&json!({"a": 1})), None);
     }
 
     #[test]

@@ -118,6 +118,11 @@ impl ApiError {
             format!("{} \"{name}\" is invalid: {body}", rt.qualified_kind()),
         );
         let mut d = details(rt, name, &rt.kind);
+        if name.is_empty()
+            && let Some(m) = d.as_object_mut()
+        {
+            m.remove("name");
+        }
         d["causes"] = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
@@ -133,20 +138,61 @@ impl ApiError {
 
     /// 405.
     pub fn method_not_allowed() -> Self {
-        Self::new(
+        let mut e = Self::new(
             405,
             "MethodNotAllowed",
             "the server does not allow this method on the requested resource",
-        )
+        );
+        e.details = json!({});
+        e
+    }
+
+    /// 415 for a patch type kube-apiserver does not take, worded as it does.
+    pub fn unsupported_patch_type() -> Self {
+        let mut e = Self::new(415, "UnsupportedMediaType", "415: Unsupported Media Type");
+        e.details = json!({});
+        e
+    }
+
+    /// 422 for invalid request options (`PatchOptions`, `DeleteOptions`): one cause.
+    pub fn invalid_options(kind: &str, field: &str, reason: &str, message: &str) -> Self {
+        let mut e = Self::new(
+            422,
+            "Invalid",
+            format!("{kind}.meta.k8s.io \"\" is invalid: {field}: {message}"),
+        );
+        e.details = json!({"group": "meta.k8s.io", "kind": kind,
+            "causes": [{"reason": reason, "message": message, "field": field}]});
+        e
+    }
+
+    /// 409 for a failed delete precondition, worded as kube-apiserver does.
+    pub fn precondition_failed(rt: &ResourceType, name: &str, why: &str) -> Self {
+        let mut e = Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": {why}",
+                rt.qualified_kind()
+            ),
+        );
+        e.details = details(rt, name, &rt.kind);
+        e
     }
 
     /// 415.
-    pub fn unsupported_media_type(content_type: &str) -> Self {
+    pub fn unsupported_media_type(custom: bool) -> Self {
+        // Custom resources have no protobuf encoding.
+        let types = if custom {
+            "application/json, application/yaml"
+        } else {
+            "application/json, application/yaml, application/vnd.kubernetes.protobuf"
+        };
         Self::new(
             415,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {content_type:?})"
+                "the body of the request was in an unknown format - accepted media types include: {types}"
             ),
         )
     }
@@ -173,9 +219,13 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        // kube-apiserver leaves the reason out of errors it has no reason for (an internal
+        // error while parsing a resourceVersion, for one).
+        if !self.reason.is_empty() {
+            s["reason"] = json!(self.reason);
+        }
         if !self.details.is_null() {
             s["details"] = self.details.clone();
         }

@@ -17,6 +17,8 @@
 //! write path by `webhook` (`webhook_rules` decides, `webhook_client` calls).
 
 pub mod cel;
+pub mod decode;
+pub mod defaults;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -31,6 +33,7 @@ pub mod server;
 pub mod store;
 pub mod table;
 pub mod tls;
+pub mod validation;
 pub mod webhook;
 pub mod webhook_client;
 pub mod webhook_rules;
@@ -761,7 +764,9 @@ impl Store {
             } else {
                 0
             };
-            store::set_meta(&mut obj, "generation", json!(g + bump));
+            if rt.has_generation() {
+                store::set_meta(&mut obj, "generation", json!(g + bump));
+            }
         }
         let out = self.commit(&key, Some(obj)).expect("a write commits");
         self.react();

@@ -307,7 +307,13 @@ impl Scope {
     }
 }
 
-const TRACKED_METADATA: [&str; 4] = ["labels", "annotations", "finalizers", "ownerReferences"];
+const TRACKED_METADATA: [&str; 5] = [
+    "generateName",
+    "labels",
+    "annotations",
+    "finalizers",
+    "ownerReferences",
+];
 
 /// The leaf paths of an object within a scope.
 pub fn field_set(obj: &Value, scope: Scope, lists: ListOracle) -> FieldSet {
@@ -346,8 +352,12 @@ fn collect<'a>(
     lists: ListOracle,
     out: &mut FieldSet,
 ) {
+    // A label selector is an atomic struct: owned and replaced as a whole.
+    let atomic = names.len() >= 2
+        && names[names.len() - 2] == "spec"
+        && names[names.len() - 1] == "selector";
     match v {
-        Value::Object(m) if !m.is_empty() => {
+        Value::Object(m) if !m.is_empty() && !atomic => {
             for (k, c) in m {
                 names.push(k);
                 path.push(PathElement::Field(k.clone()));
@@ -531,7 +541,10 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
     let mut root = Map::new();
     for path in set {
         let mut cur = &mut root;
-        for pe in path {
+        for (i, pe) in path.iter().enumerate() {
+            // A map (as opposed to a struct) with entries is itself a member, shown as ".".
+            let map_with_entries = i + 1 < path.len()
+                && matches!(pe, PathElement::Field(f) if MAP_FIELDS.contains(&f.as_str()));
             let key = match pe {
                 PathElement::Field(f) => format!("f:{f}"),
                 PathElement::Key(k) => format!("k:{k}"),
@@ -542,13 +555,26 @@ pub fn to_fields_v1(set: &FieldSet) -> Value {
                 Some(m) => m,
                 None => break,
             };
-            if matches!(pe, PathElement::Key(_)) {
+            if matches!(pe, PathElement::Key(_)) || map_with_entries {
                 cur.entry(".").or_insert_with(|| Value::Object(Map::new()));
             }
         }
     }
     Value::Object(root)
 }
+
+/// Fields that are maps of the built-in types (and of objects' metadata), whose entries are
+/// owned one by one: `fieldsV1` marks the map itself with ".". Others are structs.
+const MAP_FIELDS: [&str; 8] = [
+    "labels",
+    "annotations",
+    "nodeSelector",
+    "matchLabels",
+    "capacity",
+    "allocatable",
+    "requests",
+    "limits",
+];
 
 /// Decode `fieldsV1` into a field set (leaves, and map-list items by their `.` marker).
 pub fn from_fields_v1(v: &Value) -> FieldSet {
@@ -563,7 +589,9 @@ fn decode(v: &Value, path: &mut FieldPath, out: &mut FieldSet) {
         return;
     };
     let children: Vec<_> = m.iter().filter(|(k, _)| k.as_str() != ".").collect();
-    if (children.is_empty() || m.contains_key(".")) && !path.is_empty() {
+    // Sets hold leaves and list items; a map's "." marker is implied by its entries.
+    let item = matches!(path.last(), Some(PathElement::Key(_)));
+    if (children.is_empty() || (item && m.contains_key("."))) && !path.is_empty() {
         out.insert(path.clone());
     }
     for (k, c) in children {
@@ -667,10 +695,24 @@ pub fn write_managed(obj: &mut Value, entries: &[ManagedEntry]) {
 /// A server-side apply conflict: another manager owns a field with a different value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
-    /// The other manager.
+    /// The other manager, as kube-apiserver names it in conflicts: `"kubectl"` for an applier,
+    /// `"kubectl" with subresource "status" using v1` for an updater.
     pub manager: String,
     /// The field, dotted (`.spec.replicas`).
     pub field: String,
+}
+
+/// How a conflict names a managedFields entry.
+fn describe_manager(e: &ManagedEntry) -> String {
+    let mut out = format!("{:?}", e.manager);
+    if e.operation == "Apply" {
+        return out;
+    }
+    if let Some(sub) = &e.subresource {
+        out.push_str(&format!(" with subresource {sub:?}"));
+    }
+    out.push_str(&format!(" using {}", e.api_version));
+    out
 }
 
 /// Render a path the way conflict causes show it (`.spec.taints`, `.status.conditions[type="Ready"]`).
@@ -732,7 +774,7 @@ pub fn server_side_apply(
         for p in applied_set.intersection(&e.fields) {
             if value_at(base, p) != value_at(applied, p) {
                 conflicts.push(Conflict {
-                    manager: e.manager.clone(),
+                    manager: describe_manager(e),
                     field: path_string(p),
                 });
             }
@@ -964,7 +1006,7 @@ mod tests {
         assert_eq!(
             err,
             vec![Conflict {
-                manager: "alice".into(),
+                manager: "\"alice\"".into(),
                 field: ".spec.q".into()
             }]
         );

@@ -114,6 +114,30 @@ impl ResourceType {
         ]
     }
 
+    /// Does kube-apiserver keep `metadata.generation` for this resource? Custom resources,
+    /// workloads, PDBs, pods and CRDs have one; namespaces, nodes, leases and events do not.
+    pub fn has_generation(&self) -> bool {
+        self.custom
+            || matches!(
+                self.group.as_str(),
+                "apps" | "policy" | "apiextensions.k8s.io"
+            )
+            || (self.group.is_empty() && self.plural == "pods")
+    }
+
+    /// Does an update (PUT) of a missing name create the object? True for leases and events.
+    pub fn allows_create_on_update(&self) -> bool {
+        matches!(
+            (self.store_key().0.as_str(), self.plural.as_str()),
+            ("coordination.k8s.io", "leases") | ("", "events")
+        )
+    }
+
+    /// Must an update carry `metadata.resourceVersion`? True for leases and custom resources.
+    pub fn requires_resource_version(&self) -> bool {
+        self.custom || (self.group == "coordination.k8s.io" && self.plural == "leases")
+    }
+
     /// The store key of this type: (group, plural) of the resource that holds its objects.
     pub fn store_key(&self) -> (String, String) {
         (

@@ -36,10 +36,52 @@ pub fn validate_object(schema: &Value, obj: &mut Value, old: Option<&Value>) -> 
             }
         }
     }
-    if causes.is_empty() {
-        causes.extend(super::cel::check_rules(schema, obj, old));
+    // kube-apiserver lists unsupported values first and required fields last.
+    causes.sort_by_key(|c| match c.reason.as_str() {
+        "FieldValueNotSupported" => 0,
+        "FieldValueRequired" => 2,
+        _ => 1,
+    });
+    if has_rules(schema) {
+        // As kube-apiserver: errors that make the object unfit for CEL (wrong types, missing
+        // required fields, enums, too long or too many) skip the rules, and say so.
+        if causes.iter().any(|c| BLOCKING.contains(&c.reason.as_str())) {
+            causes.push(Cause {
+                reason: "FieldValueInvalid".into(),
+                message: RULES_NOT_CHECKED.into(),
+                field: "<nil>".into(),
+            });
+        } else {
+            causes.extend(super::cel::check_rules(schema, obj, old));
+        }
     }
     causes
+}
+
+/// The cause reasons after which kube-apiserver does not evaluate CEL rules.
+const BLOCKING: [&str; 5] = [
+    "FieldValueNotSupported",
+    "FieldValueRequired",
+    "FieldValueTooLong",
+    "FieldValueTooMany",
+    "FieldValueTypeInvalid",
+];
+
+/// The cause kube-apiserver adds when blocking errors kept the CEL rules from running.
+pub const RULES_NOT_CHECKED: &str = "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
+
+/// Does any level of the schema carry `x-kubernetes-validations`?
+fn has_rules(schema: &Value) -> bool {
+    match schema {
+        Value::Object(m) => {
+            m.get("x-kubernetes-validations")
+                .and_then(Value::as_array)
+                .is_some_and(|r| !r.is_empty())
+                || m.values().any(has_rules)
+        }
+        Value::Array(a) => a.iter().any(has_rules),
+        _ => false,
+    }
 }
 
 /// The fields of an object its schema does not declare, as `.spec.x` paths (what
@@ -194,8 +236,8 @@ pub fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid".into(),
                 message: format!(
-                    "Invalid value: {}: {path} in body must be of type integer,string: {:?}",
-                    render(v),
+                    "Invalid value: {:?}: {path} in body must be of type integer,string: {:?}",
+                    type_name(v),
                     type_name(v)
                 ),
                 field: path.into(),
@@ -209,8 +251,7 @@ pub fn check(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid".into(),
                 message: format!(
-                    "Invalid value: {}: {path} in body must be of type {t}: {actual:?}",
-                    render(v)
+                    "Invalid value: {actual:?}: {path} in body must be of type {t}: {actual:?}"
                 ),
                 field: path.into(),
             });
@@ -417,7 +458,7 @@ mod tests {
         assert_eq!(
             messages(json!({"spec": {"schedule": 5}})),
             [
-                "spec.schedule: Invalid value: 5: spec.schedule in body must be of type string: \"integer\""
+                "spec.schedule: Invalid value: \"integer\": spec.schedule in body must be of type string: \"integer\""
             ]
         );
         assert_eq!(
@@ -435,7 +476,7 @@ mod tests {
         assert_eq!(
             messages(json!({"spec": {"schedule": "1", "labels": {"a": 1}}})),
             [
-                "spec.labels.a: Invalid value: 1: spec.labels.a in body must be of type string: \"integer\""
+                "spec.labels.a: Invalid value: \"integer\": spec.labels.a in body must be of type string: \"integer\""
             ]
         );
     }

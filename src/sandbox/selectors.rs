@@ -154,16 +154,14 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
         return Ok(Requirement::DoesNotExist(valid_key(k.trim())?));
     }
     if let Some((k, v)) = part.split_once("!=") {
-        return Ok(Requirement::NotIn(
-            valid_key(k.trim())?,
-            BTreeSet::from([v.trim().to_string()]),
-        ));
+        let key = valid_key(k.trim())?;
+        let value = valid_value(&key, 0, v.trim())?;
+        return Ok(Requirement::NotIn(key, BTreeSet::from([value])));
     }
     if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-        return Ok(Requirement::In(
-            valid_key(k.trim())?,
-            BTreeSet::from([v.trim().to_string()]),
-        ));
+        let key = valid_key(k.trim())?;
+        let value = valid_value(&key, 0, v.trim())?;
+        return Ok(Requirement::In(key, BTreeSet::from([value])));
     }
     let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
     if words.len() == 2 {
@@ -175,11 +173,30 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
         if let Some(r) = rest.strip_prefix("in") {
             return Ok(Requirement::In(key, parse_set(r, part)?));
         }
+        let found = rest.split_whitespace().next().unwrap_or_default();
         return Err(SelectorError(format!(
-            "unable to parse requirement: found '{rest}', expected: in, notin, =, ==, !=, gt, lt"
+            "unable to parse requirement: found '{found}', expected: in, notin, =, ==, !=, gt, lt"
         )));
     }
     Ok(Requirement::Exists(valid_key(part)?))
+}
+
+/// A label value: empty, or at most 63 alphanumerics, '-', '_' and '.', starting and ending
+/// with an alphanumeric.
+fn valid_value(key: &str, index: usize, v: &str) -> Result<String, SelectorError> {
+    let ok = v.is_empty()
+        || (v.len() <= 63
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && v.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && v.ends_with(|c: char| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(SelectorError(format!(
+            "unable to parse requirement: values[{index}][{key}]: Invalid value: {v:?}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"
+        )))
+    }
 }
 
 fn valid_key(k: &str) -> Result<String, SelectorError> {
@@ -264,6 +281,54 @@ impl FieldSelector {
             };
             equal != t.negated
         })
+    }
+
+    /// kube-apiserver answers 400 for a field a resource cannot be selected by: every resource
+    /// takes `metadata.name` and `metadata.namespace`, some kinds a few more.
+    pub fn check_supported(
+        &self,
+        rt: &super::resources::ResourceType,
+    ) -> Result<(), super::error::ApiError> {
+        let extra: &[&str] = match (rt.store_key().0.as_str(), rt.plural.as_str()) {
+            ("", "pods") => &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.podIPs",
+                "status.nominatedNodeName",
+            ],
+            ("", "nodes") => &["spec.unschedulable"],
+            ("", "namespaces") => &["status.phase"],
+            ("", "events") => &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            ("apps", "replicasets") => &["status.replicas"],
+            _ => &[],
+        };
+        match self.terms.iter().find(|t| {
+            !matches!(t.field.as_str(), "metadata.name" | "metadata.namespace")
+                && !extra.contains(&t.field.as_str())
+        }) {
+            Some(t) => Err(super::error::ApiError::bad_request(format!(
+                "field label not supported: {}",
+                t.field
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The exact value asked for a field (`field=value`), if any.

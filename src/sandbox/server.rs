@@ -1,6 +1,7 @@
 //! The HTTP side: routing of Kubernetes REST paths to the store, request bodies and content
 //! types, JSON and Table responses, and streamed watches.
 
+use super::decode;
 use super::discovery;
 use super::error::ApiError;
 use super::events;
@@ -350,10 +351,10 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         "list" => list(&shared, &target, &query, as_table),
         "watch" => watch(shared, target, &query, as_table, verdict.end_watch),
         "create" => {
-            let obj = decode_body(&content_type, &body)?;
             // Evictions and bindings are admitted as CREATEs of the pod's subresource, with
             // the Eviction or Binding as the object.
             if let Some(sub @ ("eviction" | "binding")) = target.sub.as_deref() {
+                let obj = decode_body(&content_type, &body)?;
                 let name = target.name.clone().unwrap_or_default();
                 let dry_run = opts.dry_run
                     || obj
@@ -382,7 +383,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             if target.sub.is_some() || target.name.is_some() {
                 return Err(ApiError::method_not_allowed());
             }
-            check_kind(&target, &obj)?;
+            let obj = decode::object(&target.rt, &content_type, &body)?;
             let obj = input(&target.rt, obj);
             let write = write_of(&target, Verb::Create, opts.dry_run);
             let created = webhook::admit(&shared, &write, |store, pass| {
@@ -397,11 +398,38 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             ))
         }
         "update" => {
-            let obj = decode_body(&content_type, &body)?;
-            check_kind(&target, &obj)?;
+            let obj = decode::object(&target.rt, &content_type, &body)?;
             let obj = input(&target.rt, obj);
             let scope = scope_of(&target)?;
             let name = target.name.clone().unwrap_or_default();
+            let missing = shared
+                .lock()
+                .get(&target.rt.store_key(), &target.ns, &name)
+                .is_none();
+            // Some resources (leases, events) are created by an update of a missing name.
+            if missing && target.sub.is_none() && target.rt.allows_create_on_update() {
+                let mut obj = obj;
+                if name_of(&obj) != name {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({}) does not match the name on the URL ({name})",
+                        name_of(&obj)
+                    )));
+                }
+                if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                let write = write_of(&target, Verb::Create, opts.dry_run);
+                let created = webhook::admit(&shared, &write, |store, pass| {
+                    let mut obj = obj.clone();
+                    webhook::keep_admitted_name(&mut obj, pass);
+                    store.create(&target.rt, &target.ns, obj, &opts.for_pass(pass))
+                })
+                .await?;
+                return Ok(json_response(
+                    201,
+                    &output(&target.rt, &target.version, &created),
+                ));
+            }
             let write = write_of(&target, Verb::Update, opts.dry_run);
             let updated = webhook::admit(&shared, &write, |store, pass| {
                 let opts = opts.for_pass(pass);
@@ -424,20 +452,44 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         "patch" => {
             let scope = scope_of(&target)?;
             let force = query.flag("force");
+            let apply = content_type.starts_with("application/apply-patch");
+            if apply && query.get("fieldManager").is_none_or(str::is_empty) {
+                return Err(ApiError::invalid_options(
+                    "PatchOptions",
+                    "fieldManager",
+                    "FieldValueRequired",
+                    "Required value: is required for apply patch",
+                ));
+            }
+            if !apply && query.get("force").is_some() {
+                return Err(ApiError::invalid_options(
+                    "PatchOptions",
+                    "force",
+                    "FieldValueForbidden",
+                    "Forbidden: may not be specified for non-apply patch",
+                ));
+            }
+            let existed = target.name.as_deref().is_some_and(|n| {
+                shared
+                    .lock()
+                    .get(&target.rt.store_key(), &target.ns, n)
+                    .is_some()
+            });
             let write = write_of(&target, Verb::Update, opts.dry_run);
             let out = webhook::admit(&shared, &write, |store, pass| {
                 let opts = opts.for_pass(pass);
                 patch_object(store, &target, &content_type, &body, scope, &opts, force)
             })
             .await?;
+            // An apply that creates the object answers 201, as a create does.
             Ok(json_response(
-                200,
+                if existed { 200 } else { 201 },
                 &output(&target.rt, &target.version, &out),
             ))
         }
         "delete" => {
             let body_v = decode_optional_body(&content_type, &body)?;
-            let dopts = delete_opts(&query, &body_v, opts.dry_run);
+            let dopts = delete_opts(&query, &body_v, !body.is_empty(), opts.dry_run);
             let name = target.name.clone().unwrap_or_default();
             let write = write_of(&target, Verb::Delete, dopts.dry_run);
             let out = webhook::admit(&shared, &write, |store, pass| {
@@ -448,6 +500,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 store.delete(&target.rt, &target.ns, &name, &dopts)
             })
             .await?;
+            let kept = out.pointer("/metadata/deletionTimestamp").is_some()
+                || (dopts.dry_run && !super::store::finalizers(&out).is_empty());
+            // An object that is gone is answered with a Status; one that waits for its
+            // finalizers or grace period, with the object.
+            if !kept {
+                return Ok(json_response(200, &deleted_status(&target.rt, &name, &out)));
+            }
             Ok(json_response(
                 200,
                 &output(&target.rt, &target.version, &out),
@@ -455,7 +514,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         }
         "deletecollection" => {
             let body_v = decode_optional_body(&content_type, &body)?;
-            let dopts = delete_opts(&query, &body_v, opts.dry_run);
+            let dopts = delete_opts(&query, &body_v, !body.is_empty(), opts.dry_run);
             let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
                 .map_err(|e| ApiError::bad_request(e.0))?;
             let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
@@ -480,7 +539,16 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 })
                 .await;
                 match result {
-                    Ok(d) => deleted.push(output(&target.rt, &target.version, &d)),
+                    Ok(d) => {
+                        let mut item = output(&target.rt, &target.version, &d);
+                        if !target.rt.custom
+                            && let Some(m) = item.as_object_mut()
+                        {
+                            m.remove("kind");
+                            m.remove("apiVersion");
+                        }
+                        deleted.push(item);
+                    }
                     Err(e) if e.code == 404 => {}
                     Err(e) => return Err(e),
                 }
@@ -553,7 +621,29 @@ fn scope_of(target: &Target) -> Result<Scope, ApiError> {
     }
 }
 
-fn delete_opts(query: &Query, body: &Value, dry_run: bool) -> DeleteOpts {
+/// The `Status` kube-apiserver answers a delete that removed the object at once.
+fn deleted_status(rt: &ResourceType, name: &str, obj: &Value) -> Value {
+    let mut details = json!({"name": name, "kind": rt.plural});
+    if !rt.group.is_empty() {
+        details["group"] = json!(rt.group);
+    }
+    if let Some(uid) = uid_of_value(obj) {
+        details["uid"] = json!(uid);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+        "details": details})
+}
+
+fn uid_of_value(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/uid").and_then(Value::as_str)
+}
+
+/// DeleteOptions come from the body when it has one, else from the query (kube-apiserver
+/// reads only one of the two).
+fn delete_opts(query: &Query, body: &Value, from_body: bool, dry_run: bool) -> DeleteOpts {
+    let empty = Query::default();
+    let query = if from_body { &empty } else { query };
+    let dry_run = dry_run && !from_body;
     DeleteOpts {
         propagation: query
             .get("propagationPolicy")
@@ -644,19 +734,6 @@ fn write_of(target: &Target, verb: Verb, dry_run: bool) -> Write<'_> {
     }
 }
 
-fn check_kind(target: &Target, obj: &Value) -> Result<(), ApiError> {
-    if let Some(kind) = obj.get("kind").and_then(Value::as_str)
-        && !kind.is_empty()
-        && kind != target.rt.kind
-    {
-        return Err(ApiError::bad_request(format!(
-            "the kind of the object ({kind}) does not match the kind of the resource ({})",
-            target.rt.kind
-        )));
-    }
-    Ok(())
-}
-
 /// Parse a JSON or YAML body; protobuf and unknown types get 415.
 /// A body that may be absent (DeleteOptions): absent reads as `{}`.
 fn decode_optional_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
@@ -681,7 +758,7 @@ fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
                     "the body of the request could not be decoded as YAML: {e}"
                 ))
             }),
-        other => Err(ApiError::unsupported_media_type(other)),
+        _ => Err(ApiError::unsupported_media_type(false)),
     }
 }
 
@@ -703,12 +780,11 @@ fn patch_object(
     if !matches!(
         ct,
         "application/apply-patch+yaml"
-            | "application/apply-patch+json"
             | "application/merge-patch+json"
             | "application/json-patch+json"
             | "application/strategic-merge-patch+json"
     ) {
-        return Err(ApiError::unsupported_media_type(ct));
+        return Err(ApiError::unsupported_patch_type());
     }
     let lists = Store::list_oracle(rt, &target.version);
     let existing = store.get(&rt.store_key(), &target.ns, &name);
@@ -717,14 +793,7 @@ fn patch_object(
         e.details = json!({});
         e
     };
-    let parse_json = |b: &[u8]| -> Result<Value, ApiError> {
-        serde_json::from_slice(b).map_err(|e| {
-            ApiError::bad_request(format!(
-                "the body of the request could not be decoded as JSON: {e}"
-            ))
-        })
-    };
-    if ct == "application/apply-patch+yaml" || ct == "application/apply-patch+json" {
+    if ct == "application/apply-patch+yaml" {
         let applied: Value = serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
         if !applied.is_object() {
@@ -732,10 +801,17 @@ fn patch_object(
                 "the apply configuration is not an object",
             ));
         }
-        if query_manager_missing(opts) {
-            return Err(ApiError::bad_request(
-                "PATCH, application/apply-patch+yaml requires fieldManager to be set",
-            ));
+        if let Some(kind) = applied.get("kind").and_then(Value::as_str)
+            && kind != rt.kind
+        {
+            let api_version = applied
+                .get("apiVersion")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+            return Err(ApiError::bad_request(format!(
+                "invalid object type: {group}/{version}, Kind={kind}"
+            )));
         }
         let applied = input(rt, applied);
         if name_of(&applied) != name && !name_of(&applied).is_empty() {
@@ -769,9 +845,14 @@ fn patch_object(
     let old = existing.ok_or_else(|| ApiError::not_found(rt, &name))?;
     let mut new = output(rt, &target.version, &old);
     match ct {
-        "application/merge-patch+json" => patch::merge_patch(&mut new, &parse_json(body)?),
+        "application/merge-patch+json" => patch::merge_patch(&mut new, &decode::merge_patch(body)?),
         "application/json-patch+json" => {
-            patch::json_patch(&mut new, &parse_json(body)?).map_err(invalid_patch)?
+            // kube-apiserver does not say which operation failed.
+            patch::json_patch(&mut new, &decode::json_patch(body)?).map_err(|_| {
+                invalid_patch(
+                    "the server rejected our request due to an error in our request".into(),
+                )
+            })?
         }
         "application/strategic-merge-patch+json" => {
             if rt.custom {
@@ -781,23 +862,19 @@ fn patch_object(
                     "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
                 ));
             }
-            new =
-                patch::strategic_merge(&new, &parse_json(body)?, &lists).map_err(invalid_patch)?;
+            new = patch::strategic_merge(&new, &decode::merge_patch(body)?, &lists)
+                .map_err(invalid_patch)?;
         }
-        other => return Err(ApiError::unsupported_media_type(other)),
+        _ => return Err(ApiError::unsupported_patch_type()),
     }
     let new = input(rt, new);
     store.update(rt, &target.ns, &name, new, scope, opts, false)
 }
 
-fn query_manager_missing(opts: &WriteOpts) -> bool {
-    opts.manager.is_empty()
-}
-
 fn apply_conflict(rt: &ResourceType, name: &str, conflicts: Vec<patch::Conflict>) -> ApiError {
     let lines: Vec<String> = conflicts
         .iter()
-        .map(|c| format!("conflict with \"{}\": {}", c.manager, c.field))
+        .map(|c| format!("conflict with {}: {}", c.manager, c.field))
         .collect();
     let msg = if lines.len() == 1 {
         format!("Apply failed with 1 conflict: {}", lines[0])
@@ -809,15 +886,12 @@ fn apply_conflict(rt: &ResourceType, name: &str, conflicts: Vec<patch::Conflict>
         )
     };
     let mut e = ApiError::new(409, "Conflict", msg);
-    let mut d = json!({"name": name, "kind": rt.plural});
-    if !rt.group.is_empty() {
-        d["group"] = json!(rt.group);
-    }
-    d["causes"] = conflicts
+    // kube-apiserver names neither the object nor its kind here, only the causes.
+    let _ = (rt, name);
+    e.details = json!({"causes": conflicts
         .iter()
-        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
-        .collect();
-    e.details = d;
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
+        .collect::<Vec<_>>()});
     e
 }
 
@@ -849,7 +923,8 @@ fn list(
         .map_err(|e| ApiError::bad_request(e.0))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.0))?;
-    let limit: usize = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let limit = decode::limit(query.get("limit"))?;
+    fields.check_supported(&target.rt)?;
     let after = query
         .get("continue")
         .filter(|c| !c.is_empty())
@@ -892,7 +967,10 @@ fn list(
     let mut meta = json!({"resourceVersion": rv});
     if let Some(n) = &next {
         meta["continue"] = json!(n);
-        meta["remainingItemCount"] = json!(remaining);
+        // With a selector, etcd cannot count what remains.
+        if labels.is_empty() && fields.is_empty() {
+            meta["remainingItemCount"] = json!(remaining);
+        }
     }
     let mut buf = Vec::with_capacity(items.len() * 1024 + 256);
     buf.extend_from_slice(b"{\"kind\":");
@@ -903,7 +981,11 @@ fn list(
     buf.extend_from_slice(b",\"metadata\":");
     serde_json::to_writer(&mut buf, &meta).map_err(|e| ApiError::internal(e.to_string()))?;
     buf.extend_from_slice(b",\"items\":[");
-    let direct = target.rt.stored_as.is_none()
+    // The items of a built-in list carry no kind and apiVersion, as kube-apiserver's typed
+    // lists; custom resources' (unstructured) items do.
+    let typed = !target.rt.custom;
+    let direct = !typed
+        && target.rt.stored_as.is_none()
         && target.rt.versions.first().map(|v| v.name.as_str()) == Some(target.version.as_str());
     for (i, o) in items.iter().enumerate() {
         if i > 0 {
@@ -912,7 +994,12 @@ fn list(
         if direct {
             serde_json::to_writer(&mut buf, &**o)
         } else {
-            serde_json::to_writer(&mut buf, &output(&target.rt, &target.version, o))
+            let mut item = output(&target.rt, &target.version, o);
+            if typed && let Some(m) = item.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            serde_json::to_writer(&mut buf, &item)
         }
         .map_err(|e| ApiError::internal(e.to_string()))?;
     }
@@ -1041,6 +1128,7 @@ fn watch(
         .map_err(|e| ApiError::bad_request(e.0))?;
     let fields = FieldSelector::parse(query.get("fieldSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.0))?;
+    fields.check_supported(&target.rt)?;
     let rv = query.get("resourceVersion").unwrap_or("");
     let send_initial = query.flag("sendInitialEvents");
     let bookmarks = query.flag("allowWatchBookmarks");
@@ -1073,9 +1161,7 @@ fn watch(
             rv.parse::<u64>().ok()
         };
         if !synthetic && parsed.is_none() {
-            return Err(ApiError::bad_request(format!(
-                "invalid resource version: {rv:?}"
-            )));
+            return Err(decode::invalid_watch_resource_version(rv));
         }
         match store.subscribe(&target.rt.store_key(), parsed) {
             Ok((backlog, receiver)) => {

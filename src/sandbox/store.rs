@@ -652,7 +652,12 @@ impl Store {
             set_meta(obj, "name", json!(name));
         }
         let name = name_of(obj).to_string();
-        if let Some(problem) = invalid_name(&name) {
+        let problem = if rt.group.is_empty() && rt.plural == "namespaces" {
+            invalid_label_name(&name)
+        } else {
+            invalid_name(&name)
+        };
+        if let Some(problem) = problem {
             return Err(ApiError::invalid(
                 rt,
                 &name,
@@ -675,8 +680,14 @@ impl Store {
         }
         set_meta(obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
         set_meta(obj, "creationTimestamp", json!(self.now()));
-        set_meta(obj, "generation", json!(1));
+        if rt.has_generation() {
+            set_meta(obj, "generation", json!(1));
+        }
         if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            if !rt.has_generation() {
+                m.remove("generation");
+            }
+            drop_empty_metadata(m);
             m.remove("deletionTimestamp");
             m.remove("deletionGracePeriodSeconds");
             m.remove("resourceVersion");
@@ -717,10 +728,30 @@ impl Store {
         if self.get(&key.gr, &key.ns, &key.name).is_some() {
             return Err(ApiError::already_exists(rt, &key.name));
         }
+        if !rt.custom {
+            super::defaults::scheme_defaults(&rt.group, &rt.plural, &mut obj);
+            self.validate_builtin(rt, &obj, true)?;
+        }
+        // Managed fields are recorded from the decoded and defaulted object, before admission
+        // plugins add theirs (as kube-apiserver's field manager does).
+        let record_before_admission =
+            rt.group.is_empty() && matches!(rt.plural.as_str(), "pods" | "namespaces");
+        let lists = Self::list_oracle(rt, &opts.version);
+        if record_before_admission && obj.pointer("/metadata/managedFields").is_none() {
+            let now = self.now();
+            let ctx = WriteContext {
+                manager: &opts.manager,
+                scope: Scope::Main {
+                    has_status: rt.status_subresource,
+                },
+                api_version: &rt.api_version(&opts.version),
+                time: &now,
+            };
+            patch::record_update(None, &mut obj, &ctx, &lists);
+        }
         self.admit_create(rt, &mut obj)?;
         self.check_strict(rt, opts, &obj)?;
         self.validate(rt, &opts.version, &mut obj, None)?;
-        let lists = Self::list_oracle(rt, &opts.version);
         let now = self.now();
         let ctx = WriteContext {
             manager: &opts.manager,
@@ -732,6 +763,9 @@ impl Store {
         };
         if obj.pointer("/metadata/managedFields").is_none() {
             patch::record_update(None, &mut obj, &ctx, &lists);
+        }
+        if !rt.custom {
+            super::defaults::wire_shape(&rt.group, &rt.plural, &mut obj);
         }
         if opts.dry_run {
             return Ok(Arc::new(obj));
@@ -770,16 +804,26 @@ impl Store {
                 "the name of the object ({body_name}) does not match the name on the URL ({name})"
             )));
         }
-        if let Some(rv) = new
+        let rv = new
             .pointer("/metadata/resourceVersion")
             .and_then(Value::as_str)
-            .filter(|rv| !rv.is_empty())
-            && Some(rv)
-                != old
-                    .pointer("/metadata/resourceVersion")
-                    .and_then(Value::as_str)
-        {
-            return Err(ApiError::conflict(rt, name));
+            .filter(|rv| !rv.is_empty());
+        match rv {
+            Some(rv) if rv.parse::<u64>().is_err() => {
+                return Err(super::decode::invalid_resource_version(rv));
+            }
+            Some(rv)
+                if Some(rv)
+                    != old
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str) =>
+            {
+                return Err(ApiError::conflict(rt, name));
+            }
+            None if rt.requires_resource_version() => {
+                return Err(resource_version_required(rt, name));
+            }
+            _ => {}
         }
         // Apply the scope: the main resource ignores status, /status ignores everything else.
         match scope {
@@ -843,13 +887,49 @@ impl Store {
         if !managed && let Some(mf) = old.pointer("/metadata/managedFields") {
             set_meta(&mut new, "managedFields", mf.clone());
         }
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            let before = finalizers(&old);
+            let added: Vec<String> = finalizers(&new)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                let list: Vec<String> = added.iter().map(|f| format!("{f:?}")).collect();
+                return Err(ApiError::invalid(
+                    rt,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueForbidden".into(),
+                        message: format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                            list.join(", ")
+                        ),
+                        field: "metadata.finalizers".into(),
+                    }],
+                ));
+            }
+        }
         if matches!(scope, Scope::Main { .. }) {
+            if !rt.custom {
+                super::defaults::scheme_defaults(&rt.group, &rt.plural, &mut new);
+                if rt.group.is_empty() && rt.plural == "pods" {
+                    // DefaultTolerationSeconds admits updates too.
+                    super::defaults::admit_pod(&mut new);
+                }
+                self.validate_builtin(rt, &new, false)?;
+            }
             self.check_strict(rt, opts, &new)?;
             self.validate(rt, &opts.version, &mut new, Some(&old))?;
         } else {
             self.validate_status(rt, &opts.version, &mut new, &old)?;
         }
-        if spec_changed(&old, &new, rt.status_subresource) {
+        if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            drop_empty_metadata(m);
+        }
+        if !rt.custom {
+            super::defaults::wire_shape(&rt.group, &rt.plural, &mut new);
+        }
+        if rt.has_generation() && spec_changed(&old, &new, rt.status_subresource) {
             let g = old
                 .pointer("/metadata/generation")
                 .and_then(Value::as_i64)
@@ -876,8 +956,15 @@ impl Store {
         let finished = new.pointer("/metadata/deletionTimestamp").is_some()
             && finalizers(&new).is_empty()
             && !is_terminating_pod(rt, &new);
+        // The update that removes the last finalizer answers with the object as updated.
         let out = if finished {
-            self.commit(&key, None)
+            self.commit(&key, None).map(|gone| {
+                let mut last = new;
+                if let Some(rv) = gone.pointer("/metadata/resourceVersion") {
+                    set_meta(&mut last, "resourceVersion", rv.clone());
+                }
+                Arc::new(last)
+            })
         } else {
             self.commit(&key, Some(new))
         }
@@ -901,11 +988,11 @@ impl Store {
         if let Some(uid) = &opts.uid {
             let actual = uid_of(&old).unwrap_or_default();
             if uid != actual {
-                return Err(ApiError::conflict_with(
+                return Err(ApiError::precondition_failed(
                     rt,
                     name,
                     &format!(
-                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                        "the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated"
                     ),
                 ));
             }
@@ -916,11 +1003,11 @@ impl Store {
                 .and_then(Value::as_str)
                 .unwrap_or_default();
             if rv != actual {
-                return Err(ApiError::conflict_with(
+                return Err(ApiError::precondition_failed(
                     rt,
                     name,
                     &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"
+                        "the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({actual}). The object might have been modified"
                     ),
                 ));
             }
@@ -988,6 +1075,17 @@ impl Store {
                 return out;
             }
         }
+        // A namespace goes through Terminating: the namespace controller empties it, then it
+        // goes (here at once, in the same write).
+        if rt.group.is_empty() && rt.plural == "namespaces" && finalizers(&obj).is_empty() {
+            if obj.pointer("/metadata/deletionTimestamp").is_none() {
+                set_meta(&mut obj, "deletionTimestamp", json!(now));
+            }
+            obj["status"]["phase"] = json!("Terminating");
+            let terminating = self.commit(key, Some(obj)).expect("a write commits");
+            self.commit(key, None);
+            return terminating;
+        }
         let mut fins = finalizers(&obj);
         if propagation == "Foreground"
             && !self.dependents(uid_of(old).unwrap_or_default()).is_empty()
@@ -1034,6 +1132,9 @@ impl Store {
             }
             return Ok(());
         }
+        if rt.group.is_empty() && rt.plural == "pods" {
+            super::defaults::admit_pod(obj);
+        }
         match (rt.group.as_str(), rt.plural.as_str()) {
             ("", "pods") if obj.pointer("/status/phase").is_none() => {
                 let node = obj
@@ -1057,6 +1158,7 @@ impl Store {
                 } else {
                     running_status(&self.now())
                 };
+                obj["status"]["qosClass"] = json!(super::defaults::qos_class(obj));
             }
             ("", "nodes")
                 if obj
@@ -1067,11 +1169,37 @@ impl Store {
                 obj["status"] = status;
             }
             ("", "namespaces") => {
+                // The namespace registry's own finalizer, set after the field manager ran.
+                let spec = &mut obj["spec"];
+                if spec.get("finalizers").is_none_or(Value::is_null) {
+                    spec["finalizers"] = json!(["kubernetes"]);
+                }
                 obj["status"] = json!({"phase": "Active"});
             }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Validation of built-in kinds (see `validation.rs`).
+    fn validate_builtin(
+        &self,
+        rt: &ResourceType,
+        obj: &Value,
+        create: bool,
+    ) -> Result<(), ApiError> {
+        let causes = super::validation::validate(&rt.group, &rt.plural, obj, create);
+        if causes.is_empty() {
+            return Ok(());
+        }
+        // Events are validated as core Events, whichever API wrote them.
+        let named = match &rt.stored_as {
+            Some(group) => self
+                .type_of(group, &rt.plural)
+                .unwrap_or_else(|| Arc::new(rt.clone())),
+            None => Arc::new(rt.clone()),
+        };
+        Err(ApiError::invalid(&named, name_of(obj), causes))
     }
 
     /// Validation of custom resources against their CRD (schema and CEL).
@@ -1126,9 +1254,11 @@ impl Store {
             .iter()
             .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
             .collect();
+        let version = &opts.version;
         Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            list.join(", ")
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+            list.join(", "),
+            kind = rt.kind,
         )))
     }
 
@@ -1211,6 +1341,26 @@ pub fn set_meta(v: &mut Value, field: &str, value: Value) {
     }
 }
 
+/// 422 for an update without `metadata.resourceVersion` of a resource that needs one.
+fn resource_version_required(rt: &ResourceType, name: &str) -> ApiError {
+    let message = "Invalid value: 0: must be specified for an update";
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        format!(
+            "{} \"{name}\" is invalid: metadata.resourceVersion: {message}",
+            rt.qualified_plural()
+        ),
+    );
+    let mut d = json!({"name": name, "kind": rt.plural,
+        "causes": [{"reason": "FieldValueInvalid", "message": message, "field": "metadata.resourceVersion"}]});
+    if !rt.group.is_empty() {
+        d["group"] = json!(rt.group);
+    }
+    e.details = d;
+    e
+}
+
 fn is_terminating_pod(rt: &ResourceType, v: &Value) -> bool {
     // A pod with a grace period is removed by the kubelet, not by the last finalizer going.
     rt.group.is_empty()
@@ -1242,6 +1392,33 @@ fn without_managed(v: &Value) -> Value {
         m.remove("managedFields");
     }
     v
+}
+
+/// kube-apiserver omits empty labels, annotations, finalizers and owner references.
+fn drop_empty_metadata(m: &mut Map<String, Value>) {
+    for k in ["labels", "annotations", "finalizers", "ownerReferences"] {
+        let empty = match m.get(k) {
+            Some(Value::Object(o)) => o.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Null) => true,
+            _ => false,
+        };
+        if empty {
+            m.remove(k);
+        }
+    }
+}
+
+/// Why a name is not a valid DNS label (namespaces), if it is not.
+pub fn invalid_label_name(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    (!ok).then(|| "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')".to_string())
 }
 
 /// Why a name is not a valid DNS subdomain, if it is not.
