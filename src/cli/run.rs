@@ -107,7 +107,7 @@ pub struct Args {
     pub log_format: LogFormat,
     /// Requests per second this client sends to the API server, on average (all requests,
     /// evictions included).
-    #[arg(long, env = "NMO_KUBE_API_QPS", value_name = "QPS", default_value = "20", value_parser = parse_qps)]
+    #[arg(long, env = "NMO_KUBE_API_QPS", value_name = "QPS", default_value = "20", value_parser = parse_qps, allow_negative_numbers = true)]
     pub kube_api_qps: f64,
     /// Requests this client may send in a burst above --kube-api-qps.
     #[arg(long, env = "NMO_KUBE_API_BURST", value_name = "N", default_value = "30", value_parser = clap::value_parser!(u32).range(1..))]
@@ -507,9 +507,9 @@ async fn operate(settings: Settings) -> anyhow::Result<()> {
     })
     .await;
     servers.abort_all();
-    match &result {
-        Ok(()) => tracing::info!("nmo stopped"),
-        Err(err) => tracing::error!(error = %format!("{err:#}"), "nmo stopped"),
+    // An error is reported by the command line, as the last line on stderr.
+    if result.is_ok() {
+        tracing::info!("nmo stopped");
     }
     result
 }
