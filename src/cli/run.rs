@@ -568,9 +568,14 @@ async fn lead(
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
     tracing::info!(identity = %elector.identity(), lease = %elector.lease_ref(), "waiting to lead");
-    tokio::select! {
-        _ = shutdown.wait() => return Ok(()),
-        () = elector.acquire() => {}
+    let stood_by = tokio::select! {
+        _ = shutdown.wait() => true,
+        () = elector.acquire() => false,
+    };
+    if stood_by {
+        // An acquiring write cut off by the signal may have landed: give the lease back.
+        release(&mut elector).await;
+        return Ok(());
     }
     let mut controllers = controller::start(clients, Arc::new(SystemClock), live);
     let end = tokio::select! {
@@ -601,17 +606,21 @@ async fn lead(
             ))
         }
         TermEnd::Shutdown => {
-            match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "could not release the leader lease; it expires by itself")
-                }
-                Err(_) => {
-                    tracing::warn!("releasing the leader lease timed out; it expires by itself")
-                }
-            }
+            release(&mut elector).await;
             Ok(())
         }
+    }
+}
+
+/// Release the leader lease if it is ours, within [`RELEASE_TIMEOUT`]; a failure only means
+/// that the standby waits for the lease to expire.
+async fn release(elector: &mut LeaderElector) {
+    match tokio::time::timeout(RELEASE_TIMEOUT, elector.release()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "could not release the leader lease; it expires by itself")
+        }
+        Err(_) => tracing::warn!("releasing the leader lease timed out; it expires by itself"),
     }
 }
 
@@ -713,6 +722,28 @@ mod tests {
             let err = parse(&args).unwrap_err();
             assert!(err.contains(flag), "{args:?}: {err}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_context_picks_its_cluster_from_the_kubeconfig() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\ncurrent-context: one\n\
+clusters:\n- name: one\n  cluster: {server: 'http://127.0.0.1:1111'}\n- name: two\n  cluster: {server: 'http://127.0.0.1:2222'}\n\
+users:\n- name: u\n  user: {token: t}\n\
+contexts:\n- name: one\n  context: {cluster: one, user: u}\n- name: two\n  context: {cluster: two, user: u}\n",
+        )
+        .unwrap();
+        let current = client_config(Some(&path), None).await.unwrap();
+        assert_eq!(current.cluster_url.port_u16(), Some(1111));
+        let named = client_config(Some(&path), Some("two")).await.unwrap();
+        assert_eq!(named.cluster_url.port_u16(), Some(2222));
+        let missing = client_config(Some(&path), Some("three")).await.unwrap_err();
+        let message = format!("{missing:#}");
+        assert!(message.contains("(context three)"), "{message}");
+        assert!(message.contains("three"), "{message}");
     }
 
     #[test]

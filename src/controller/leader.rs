@@ -505,24 +505,28 @@ impl LeaderElector {
         Ok(Attempt::Raced)
     }
 
-    /// Give the lease up if we lead: holder cleared and a one-second duration (as client-go
-    /// does), so that a standby takes over at its next look. Returns whether it was released.
+    /// Give the lease up if it is ours: holder cleared and a one-second duration (as client-go
+    /// does), so that a standby takes over at its next look. Also right for a candidate
+    /// stopped while its acquiring write was in flight: the write may have landed, so the lease
+    /// is read again when the copy at hand does not name us. Returns whether it was released.
     pub async fn release(&mut self) -> Result<bool, ElectionError> {
-        if self.last_renewal.take().is_none() {
-            return Ok(false);
-        }
-        for _ in 0..2 {
-            let Some(mut lease) = self.lease.clone() else {
-                return Ok(false);
-            };
-            if lease
-                .spec
+        self.last_renewal = None;
+        let mut fresh = false;
+        for _ in 0..3 {
+            let ours = self
+                .lease
                 .as_ref()
+                .and_then(|l| l.spec.as_ref())
                 .and_then(|s| s.holder_identity.as_deref())
-                != Some(self.identity.as_str())
-            {
-                return Ok(false);
-            }
+                == Some(self.identity.as_str());
+            let Some(mut lease) = self.lease.clone().filter(|_| ours) else {
+                if fresh {
+                    return Ok(false);
+                }
+                self.read(Instant::now()).await?;
+                fresh = true;
+                continue;
+            };
             let now = MicroTime(crate::api::to_time(chrono::Utc::now()).0);
             let spec = lease.spec.get_or_insert_with(Default::default);
             spec.holder_identity = Some(String::new());
@@ -539,7 +543,10 @@ impl LeaderElector {
                     tracing::info!(identity = %self.identity, lease = %self.lease_ref, "released the leader lease");
                     return Ok(true);
                 }
-                Err(source) if is_conflict(&source) => self.read(Instant::now()).await?,
+                Err(source) if is_conflict(&source) => {
+                    self.read(Instant::now()).await?;
+                    fresh = true;
+                }
                 Err(source) => {
                     return Err(ElectionError::UpdateLease {
                         lease: self.lease_ref.clone(),
