@@ -3,7 +3,8 @@
 //! Each reconcile is `observe -> decide -> report -> act`:
 //! - observe: the window (read fresh), every Node (a reflector cache trimmed to what the
 //!   planner needs) and every NodeMaintenance (a reflector cache), and `now` from the [`Clock`];
-//! - decide: [`WindowPolicy::from_spec`] then [`rollout::plan`], both pure;
+//! - decide: [`WindowPolicy::from_spec_with_node_timeout`] (the configured default node
+//!   timeout for windows that set none) then [`rollout::plan`], both pure;
 //! - report: the status, written only when it changed (no churn) and guarded by the
 //!   resourceVersion it was computed from, then the Events of the plan;
 //! - act: create and delete NodeMaintenances (`NotFound` is success, and `AlreadyExists` when

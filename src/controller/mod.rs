@@ -5,7 +5,6 @@
 //! - [`lease`]: the medik8s node lease; [`node`]: the node marks of maintenance.
 //! - [`quorum`]: the control-plane quorum rule (pure), used by admission and the window planner.
 //! - [`events`]: the Event publisher of both controllers; [`backoff`]: error requeue delays.
-//!
 //! - [`leader`]: leader election of `nmo run` replicas on the Lease `nmo-leader`.
 //!
 //! [`run_all`] runs every controller until a shutdown signal; [`start`] runs them on the

@@ -338,3 +338,29 @@ pub(super) fn watch_pods(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_graceful_stop_refuses_new_reports_and_waits_for_the_running_ones() {
+        let reports = Arc::new(Reports::default());
+        let running = reports.begin().expect("the gate is open");
+        let (stopped_tx, mut stopped) = tokio::sync::oneshot::channel();
+        let closing = reports.clone();
+        tokio::spawn(async move {
+            closing.close_and_wait_after(|| {}).await;
+            let _ = stopped_tx.send(());
+        });
+        // Closed: no new report starts, while the running one keeps the stop waiting.
+        let mut rx = reports.0.subscribe();
+        rx.wait_for(|(_, closed)| *closed).await.unwrap();
+        assert!(reports.begin().is_none());
+        assert!(stopped.try_recv().is_err(), "the stop waits for the report");
+        drop(running);
+        stopped
+            .await
+            .expect("the stop ends once the report is done");
+    }
+}
