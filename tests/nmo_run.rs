@@ -663,12 +663,12 @@ spec:
     std::fs::write(&config, "maxConcurrentMaintenances: 2\n").unwrap();
     nmo.wait_log("the reload", |l| message(l) == "config file reloaded")
         .await;
+    // Status is written before the plan's creates are sent: wait for both.
     eventually("a second node to start under the new cap", T, || async {
         let round = windows(&c.client).get("green").await.ok()?.status?.round?;
-        (round.in_progress == 2).then_some(())
+        (round.in_progress == 2 && generated().await == 2).then_some(())
     })
     .await;
-    assert_eq!(generated().await, 2);
 
     std::fs::write(&config, "maxConcurrentMaintenances: 3\nbogus: true\n").unwrap();
     let refused = nmo
