@@ -36,7 +36,10 @@ pub enum Command {
 
 /// Parse the command line, run the command, and turn any error into one line on stderr.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(err),
+    };
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Crds(args) => crds::run(args),
@@ -51,5 +54,55 @@ pub fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Report a command-line error: help and version as clap prints them, anything else as one
+/// line on stderr (clap's message without its usage block), with clap's exit code (2).
+fn usage_error(err: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        err.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        err.exit();
+    }
+    eprintln!("{}", one_line(&err.render().to_string()));
+    ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2))
+}
+
+/// The first paragraph of a clap message on one line: "error: the following required
+/// arguments were not provided:\n  --x <X>" becomes "... provided: --x <X>".
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_errors_fold_into_one_line() {
+        let err = Cli::try_parse_from(["nmo", "run", "--metrics-bind-address", "80"]).unwrap_err();
+        let line = one_line(&err.render().to_string());
+        assert!(
+            line.starts_with(
+                "error: invalid value '80' for '--metrics-bind-address <ADDR>': no port"
+            ),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
+        let err = Cli::try_parse_from(["nmo", "run", "--bogus"]).unwrap_err();
+        assert_eq!(
+            one_line(&err.render().to_string()),
+            "error: unexpected argument '--bogus' found"
+        );
     }
 }

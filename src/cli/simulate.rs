@@ -214,7 +214,7 @@ async fn play_on_cluster(
     (start, span, speed): (DateTime<Utc>, chrono::Duration, f64),
     controllers: ControllerConfig,
 ) -> anyhow::Result<ExitCode> {
-    let config = crate::cli::run::client_config(Some(&path)).await?;
+    let config = crate::cli::run::client_config(Some(&path), None).await?;
     let client = kube::Client::try_from(config.clone())
         .with_context(|| format!("{}: cannot build a client", path.display()))?;
     let simulator = KubeletSimulator::new(

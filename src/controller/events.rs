@@ -49,6 +49,7 @@ pub struct EventPublisher {
     client: Client,
     clock: Arc<dyn Clock>,
     seq: Arc<AtomicU64>,
+    instance: String,
 }
 
 impl EventPublisher {
@@ -58,7 +59,15 @@ impl EventPublisher {
             client,
             clock,
             seq: Arc::new(AtomicU64::new(0)),
+            instance: REPORTER.to_string(),
         }
+    }
+
+    /// Name this process in `reportingInstance` (default `nmo`): with leader election, the
+    /// replica's identity, so an Event tells which replica acted.
+    pub fn with_instance(mut self, instance: impl Into<String>) -> Self {
+        self.instance = instance.into();
+        self
     }
 
     /// Publish one Event about `regarding`.
@@ -115,7 +124,7 @@ impl EventPublisher {
                 host: None,
             }),
             reporting_component: Some(REPORTER.to_string()),
-            reporting_instance: Some(REPORTER.to_string()),
+            reporting_instance: Some(self.instance.clone()),
             action: Some(reason.to_string()),
             first_timestamp: Some(to_time(now)),
             last_timestamp: Some(to_time(now)),

@@ -3,7 +3,8 @@
 //! Each reconcile is `observe -> decide -> report -> act`:
 //! - observe: the window (read fresh), every Node (a reflector cache trimmed to what the
 //!   planner needs) and every NodeMaintenance (a reflector cache), and `now` from the [`Clock`];
-//! - decide: [`WindowPolicy::from_spec`] then [`rollout::plan`], both pure;
+//! - decide: [`WindowPolicy::from_spec_with_node_timeout`] (the configured default node
+//!   timeout for windows that set none) then [`rollout::plan`], both pure;
 //! - report: the status, written only when it changed (no churn) and guarded by the
 //!   resourceVersion it was computed from, then the Events of the plan;
 //! - act: create and delete NodeMaintenances (`NotFound` is success, and `AlreadyExists` when
@@ -35,6 +36,7 @@ use crate::api::{
     WINDOW_LABEL, from_time,
 };
 use crate::clock::Clock;
+use crate::controller::LiveConfig;
 use crate::controller::backoff::{backoff, jitter};
 use crate::controller::events::{EventPublisher, EventType};
 use crate::controller::node::FIELD_MANAGER;
@@ -125,6 +127,8 @@ pub struct WindowConfig {
     /// `--max-concurrent-maintenances`: how many window-generated NodeMaintenances may exist
     /// at once, all windows together. `None`: no operator-wide cap.
     pub max_concurrent_maintenances: Option<u32>,
+    /// The `nodeTimeout` of windows that set none (`defaultNodeTimeout` in the config file).
+    pub default_node_timeout: chrono::Duration,
 }
 
 impl Default for WindowConfig {
@@ -132,6 +136,7 @@ impl Default for WindowConfig {
         WindowConfig {
             enabled: true,
             max_concurrent_maintenances: None,
+            default_node_timeout: crate::schedule::default_node_timeout(),
         }
     }
 }
@@ -284,7 +289,8 @@ impl Placeholders {
 struct Context {
     client: Client,
     clock: Arc<dyn Clock>,
-    config: WindowConfig,
+    /// Read per reconcile: a config reload changes the cap and the default node timeout live.
+    config: LiveConfig,
     nodes: Store<Node>,
     maintenances: Store<NodeMaintenance>,
     stats: Arc<WindowStats>,
@@ -300,6 +306,11 @@ struct Context {
 }
 
 impl Context {
+    /// The configuration in force now.
+    fn config(&self) -> WindowConfig {
+        self.config.current().maintenance_window
+    }
+
     /// The cached NodeMaintenances as [`Placeholders`] needs them.
     fn cached_maintenances(&self) -> Vec<CachedMaintenance> {
         self.maintenances
@@ -344,15 +355,16 @@ fn trim_node(node: &mut Node) {
     }
 }
 
-/// Run the MaintenanceWindow controller until `shutdown` resolves.
+/// Run the MaintenanceWindow controller until `shutdown` resolves. Whether it runs at all is
+/// decided at start; every window is planned again when the configuration changes.
 pub async fn run(
     client: Client,
     clock: Arc<dyn Clock>,
-    config: WindowConfig,
+    config: LiveConfig,
     stats: Arc<WindowStats>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    if !config.enabled {
+    if !config.current().maintenance_window.enabled {
         return;
     }
     let (node_store, node_writer) = reflector::store();
@@ -374,9 +386,11 @@ pub async fn run(
     )
     .touched_objects();
 
+    let config_changes = config.changes();
     let ctx = Arc::new(Context {
         client: client.clone(),
-        events: EventPublisher::new(client.clone(), clock.clone()),
+        events: EventPublisher::new(client.clone(), clock.clone())
+            .with_instance(config.current().reporting_instance),
         clock,
         config,
         nodes: node_store,
@@ -412,9 +426,25 @@ pub async fn run(
             }
         })
         .flatten();
+    // A new cap or default node timeout may start or time out nodes in any window.
+    let for_config = windows.clone();
+    let config_triggers = config_changes
+        .map(move |()| {
+            futures::stream::iter(
+                for_config
+                    .state()
+                    .iter()
+                    .map(|w| ObjectRef::from_obj(w.as_ref()))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten();
 
     controller
-        .reconcile_on(futures::stream::select(node_triggers, nm_triggers))
+        .reconcile_on(futures::stream::select(
+            futures::stream::select(node_triggers, nm_triggers),
+            config_triggers,
+        ))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -539,7 +569,11 @@ async fn reconcile_window(
     let now = ctx.clock.now();
     let old_status = window.status.clone().unwrap_or_default();
 
-    let policy = match WindowPolicy::from_spec(&window.spec) {
+    let config = ctx.config();
+    let policy = match WindowPolicy::from_spec_with_node_timeout(
+        &window.spec,
+        config.default_node_timeout,
+    ) {
         Ok(policy) => policy,
         Err(errors) => {
             let message = errors
@@ -555,7 +589,7 @@ async fn reconcile_window(
         }
     };
 
-    let input = observe(&ctx, &window, &policy, &old_status, now);
+    let input = observe(&ctx, &config, &window, &policy, &old_status, now);
     let plan = rollout::plan(&input);
     let status = status_from_plan(&window, &policy, &old_status, &plan, now);
     write_status(&ctx, &window, &old_status, status).await?;
@@ -566,7 +600,7 @@ async fn reconcile_window(
         .requeue_at
         // A few milliseconds late rather than early, so the plan at wake-up sees the instant.
         .map(|at| ctx.clock.real_duration(at - now) + StdDuration::from_millis(2));
-    let acted = match act(&ctx, &window, &policy, &plan).await {
+    let acted = match act(&ctx, &config, &window, &policy, &plan).await {
         Ok(acted) => acted,
         Err(err) => {
             // The error backoff must not postpone what the plan is due to do next.
@@ -587,6 +621,7 @@ async fn reconcile_window(
 /// The planner's input, from the caches.
 fn observe(
     ctx: &Context,
+    config: &WindowConfig,
     window: &MaintenanceWindow,
     policy: &WindowPolicy,
     status: &MaintenanceWindowStatus,
@@ -666,8 +701,7 @@ fn observe(
         nodes,
         maintenances,
         state,
-        cap_headroom: ctx
-            .config
+        cap_headroom: config
             .max_concurrent_maintenances
             .map(|cap| cap.saturating_sub(generated)),
         now,
@@ -765,6 +799,7 @@ fn is_ours(nm: &NodeMaintenance, window: &MaintenanceWindow, node: &str) -> bool
 /// so one bad create cannot hold back the others.
 async fn act(
     ctx: &Context,
+    config: &WindowConfig,
     window: &MaintenanceWindow,
     policy: &WindowPolicy,
     plan: &RolloutPlan,
@@ -803,7 +838,7 @@ async fn act(
             &wanted.name,
             placeholder,
             &ctx.cached_maintenances(),
-            ctx.config.max_concurrent_maintenances,
+            config.max_concurrent_maintenances,
         ) {
             tracing::debug!(window = %window_name, nm = %wanted.name, ?refusal, "not creating NodeMaintenance now");
             acted.refused = true;

@@ -5,13 +5,17 @@
 //! - [`lease`]: the medik8s node lease; [`node`]: the node marks of maintenance.
 //! - [`quorum`]: the control-plane quorum rule (pure), used by admission and the window planner.
 //! - [`events`]: the Event publisher of both controllers; [`backoff`]: error requeue delays.
+//! - [`leader`]: leader election of `nmo run` replicas on the Lease `nmo-leader`.
 //!
 //! [`run_all`] runs every controller until a shutdown signal; [`start`] runs them on the
-//! current tokio runtime and returns a [`ControllerHandle`] that tests and `nmo simulate` can
-//! stop gracefully or kill.
+//! current tokio runtime and returns a [`ControllerHandle`] that `nmo run`, tests and
+//! `nmo simulate` can stop gracefully or kill. Both take a [`LiveConfig`]: a plain
+//! [`ControllerConfig`] converts into one that never changes, and `nmo run` passes one that its
+//! config-file reload swaps.
 
 pub mod backoff;
 pub mod events;
+pub mod leader;
 pub mod lease;
 pub mod maintenance_window;
 pub mod node;
@@ -89,12 +93,63 @@ impl From<kube::Client> for Clients {
 }
 
 /// Configuration of all controllers.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ControllerConfig {
     /// The NodeMaintenance controller.
     pub node_maintenance: NodeMaintenanceConfig,
     /// The MaintenanceWindow controller.
     pub maintenance_window: WindowConfig,
+    /// `reportingInstance` of the Events: `nmo` by default; `nmo run` writes its leader
+    /// election identity there, so Events tell which replica acted.
+    pub reporting_instance: String,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            node_maintenance: NodeMaintenanceConfig::default(),
+            maintenance_window: WindowConfig::default(),
+            reporting_instance: events::REPORTER.to_string(),
+        }
+    }
+}
+
+/// The controllers' configuration while they run: a config-file reload may swap it. Each
+/// reconcile reads the configuration in force when it starts (a drain, when the drain starts),
+/// and every MaintenanceWindow is planned again after a change, so a new cap or default node
+/// timeout applies at once.
+#[derive(Clone, Debug)]
+pub struct LiveConfig(tokio::sync::watch::Receiver<ControllerConfig>);
+
+impl LiveConfig {
+    /// Follow the configuration sent on `rx`.
+    pub fn new(rx: tokio::sync::watch::Receiver<ControllerConfig>) -> Self {
+        LiveConfig(rx)
+    }
+
+    /// The configuration in force now.
+    pub fn current(&self) -> ControllerConfig {
+        self.0.borrow().clone()
+    }
+
+    /// One item per change of the configuration (changes in quick succession may fold into
+    /// one); ends when nobody can change it any more.
+    pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        let mut rx = self.0.clone();
+        rx.mark_unchanged();
+        futures::stream::unfold(rx, |mut rx| async move {
+            rx.changed().await.ok()?;
+            rx.mark_unchanged();
+            Some(((), rx))
+        })
+    }
+}
+
+impl From<ControllerConfig> for LiveConfig {
+    /// A configuration that never changes.
+    fn from(config: ControllerConfig) -> Self {
+        LiveConfig(tokio::sync::watch::channel(config).1)
+    }
 }
 
 impl ControllerConfig {
@@ -138,29 +193,31 @@ fn shared() -> (node_maintenance::Shared, Running) {
     )
 }
 
-/// Run every controller until `shutdown` resolves, then wait for in-flight reconciles.
+/// Run every controller until `shutdown` resolves, then wait for in-flight reconciles and
+/// stop the drains ([`node_maintenance::Drains::stop_all`]).
 pub async fn run_all(
     clients: impl Into<Clients>,
     clock: Arc<dyn Clock>,
-    config: ControllerConfig,
+    config: impl Into<LiveConfig>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (shared, running) = shared();
     run_with(
         clients.into(),
         clock,
-        config,
+        config.into(),
         shared,
         running.maintenance_window,
         shutdown,
     )
     .await;
+    running.drains.stop_all().await;
 }
 
 async fn run_with(
     clients: Clients,
     clock: Arc<dyn Clock>,
-    config: ControllerConfig,
+    config: LiveConfig,
     shared: node_maintenance::Shared,
     window_stats: Arc<WindowStats>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
@@ -172,17 +229,12 @@ async fn run_with(
         clients.api.clone(),
         clients.evictions,
         clock.clone(),
-        config.node_maintenance,
+        config.clone(),
         shared,
         shutdown.clone(),
     );
-    let maintenance_window = maintenance_window::run(
-        clients.api,
-        clock,
-        config.maintenance_window,
-        window_stats,
-        shutdown,
-    );
+    let maintenance_window =
+        maintenance_window::run(clients.api, clock, config, window_stats, shutdown);
     futures::join!(node_maintenance, maintenance_window);
 }
 
@@ -204,18 +256,39 @@ impl ControllerHandle {
         self.running.node_maintenance.clone()
     }
 
-    /// Stop gracefully: no new reconciles, wait for the running ones, stop the drains.
+    /// Stop gracefully: no new reconciles, wait for the running ones (their API writes and
+    /// Events finish), then stop the drains ([`node_maintenance::Drains::stop_all`]).
     pub async fn stop(mut self) {
+        self.stop_gracefully().await;
+    }
+
+    async fn stop_gracefully(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
-        self.running.drains.cancel_all();
+        self.running.drains.stop_all().await;
+    }
+
+    /// [`ControllerHandle::stop`], but no longer than `budget`: what is still running then is
+    /// aborted, as [`ControllerHandle::kill`] does. Returns whether the stop was graceful.
+    pub async fn stop_within(&mut self, budget: Duration) -> bool {
+        let graceful = tokio::time::timeout(budget, self.stop_gracefully())
+            .await
+            .is_ok();
+        if !graceful {
+            self.abort();
+        }
+        graceful
     }
 
     /// Stop at once, as a crash would: the controller task and every drain are aborted
     /// wherever they are.
     pub fn kill(self) {
+        self.abort();
+    }
+
+    fn abort(&self) {
         self.task.abort();
         self.running.drains.cancel_all();
     }
@@ -225,7 +298,7 @@ impl ControllerHandle {
 pub fn start(
     clients: impl Into<Clients>,
     clock: Arc<dyn Clock>,
-    config: ControllerConfig,
+    config: impl Into<LiveConfig>,
 ) -> ControllerHandle {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let (shared, running) = shared();
@@ -234,7 +307,7 @@ pub fn start(
     let task = tokio::spawn(run_with(
         clients,
         clock,
-        config,
+        config.into(),
         shared,
         window_stats,
         async move {

@@ -22,7 +22,7 @@ pub use round::{
 };
 pub use window::{
     MAX_WINDOW_DURATION, MIN_WINDOW_DURATION, PlannedNode, ReleasePolicy, WindowOccurrence,
-    WindowPolicy,
+    WindowPolicy, default_node_timeout,
 };
 
 use chrono_tz::Tz;

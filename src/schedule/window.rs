@@ -104,6 +104,16 @@ impl WindowPolicy {
     /// `onReboot: true`; `nodeTimeout` > 0 and <= 744h, and longer than `release.after` (or
     /// every node would time out); `minReadySeconds` and `maxFailures` >= 0.
     pub fn from_spec(spec: &MaintenanceWindowSpec) -> Result<WindowPolicy, Vec<FieldError>> {
+        Self::from_spec_with_node_timeout(spec, default_node_timeout())
+    }
+
+    /// [`WindowPolicy::from_spec`], with `default_node_timeout` for a window that sets no
+    /// `nodeTimeout` (the operator's configured default; see `nmo run --config`). The
+    /// `release.after < nodeTimeout` rule is checked against the timeout that applies.
+    pub fn from_spec_with_node_timeout(
+        spec: &MaintenanceWindowSpec,
+        default_node_timeout: Duration,
+    ) -> Result<WindowPolicy, Vec<FieldError>> {
         let mut errors = Vec::new();
         let mut err = |field: &str, message: String| errors.push(FieldError::new(field, message));
 
@@ -137,13 +147,18 @@ impl WindowPolicy {
         let max_unavailable = parse_max_unavailable(&spec.max_unavailable_or_default())
             .map_err(|e| err("spec.maxUnavailable", e.to_string()))
             .ok();
-        let node_timeout = bounded_duration(
-            spec.node_timeout_or_default(),
-            Duration::nanoseconds(1),
-            "it must be longer than 0",
-        )
-        .map_err(|m| err("spec.nodeTimeout", m))
-        .ok();
+        let node_timeout = match spec.node_timeout.as_deref() {
+            Some(text) => {
+                bounded_duration(text, Duration::nanoseconds(1), "it must be longer than 0")
+                    .map_err(|m| err("spec.nodeTimeout", m))
+                    .ok()
+            }
+            None => Some(default_node_timeout),
+        };
+        let node_timeout_text = spec
+            .node_timeout
+            .clone()
+            .unwrap_or_else(|| super::format_duration(default_node_timeout));
         let after = match &spec.release.after {
             None => Ok(None),
             Some(text) => bounded_duration(text, Duration::zero(), "it must not be negative")
@@ -165,7 +180,7 @@ impl WindowPolicy {
                 format!(
                     "{:?} is not shorter than spec.nodeTimeout ({}): every node would time out and count as failed",
                     spec.release.after.as_deref().unwrap_or_default(),
-                    spec.node_timeout_or_default()
+                    node_timeout_text
                 ),
             );
         }
@@ -331,6 +346,13 @@ impl WindowPolicy {
 }
 
 /// Parse a Go duration and check it lies in `[min, MAX_WINDOW_DURATION]`.
+/// The node timeout of a window that sets none, unless the operator is configured otherwise:
+/// [`crate::api::maintenance_window::DEFAULT_NODE_TIMEOUT`] (2h).
+pub fn default_node_timeout() -> Duration {
+    parse_go_duration(crate::api::maintenance_window::DEFAULT_NODE_TIMEOUT)
+        .unwrap_or_else(|_| Duration::hours(2))
+}
+
 fn bounded_duration(text: &str, min: Duration, too_small: &str) -> Result<Duration, String> {
     let d = parse_go_duration(text)
         .map_err(|e| format!("{e} (use a Go duration such as \"90m\", \"4h\" or \"1h30m\")"))?;
@@ -440,6 +462,26 @@ mod tests {
                 "spec.minReadySeconds",
                 "spec.maxFailures"
             ]
+        );
+    }
+
+    #[test]
+    fn a_window_without_node_timeout_takes_the_operator_default() {
+        let mut s = spec("@daily");
+        s.release.after = Some("3h".into());
+        let p = WindowPolicy::from_spec_with_node_timeout(&s, Duration::hours(4)).unwrap();
+        assert_eq!(p.node_timeout, Duration::hours(4));
+        let errors = WindowPolicy::from_spec_with_node_timeout(&s, Duration::hours(3)).unwrap_err();
+        assert_eq!(
+            errors[0].to_string(),
+            "spec.release.after: \"3h\" is not shorter than spec.nodeTimeout (3h): every node would time out and count as failed"
+        );
+        s.node_timeout = Some("5h".into());
+        let p = WindowPolicy::from_spec_with_node_timeout(&s, Duration::hours(3)).unwrap();
+        assert_eq!(
+            p.node_timeout,
+            Duration::hours(5),
+            "the spec wins over the default"
         );
     }
 

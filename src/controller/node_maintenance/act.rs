@@ -139,7 +139,7 @@ pub(super) async fn act(
     observed: decide::Observed,
     plan: Plan,
 ) -> Result<Action, ReconcileError> {
-    let config = &ctx.config;
+    let config = &ctx.config();
     let nm = observed.nm;
     let uid = nm.uid().unwrap_or_default();
     let node_name = nm.spec.node_name.clone();
@@ -276,7 +276,7 @@ async fn lease_failed(
     before: &Option<k8s_openapi::api::coordination::v1::LeaseSpec>,
     err: lease::LeaseError,
 ) -> Result<Action, ReconcileError> {
-    let config = &ctx.config;
+    let config = &ctx.config();
     let name = nm.name_any();
     let duration = chrono::Duration::from_std(config.lease_duration)
         .unwrap_or_else(|_| chrono::Duration::hours(1));
@@ -347,7 +347,7 @@ async fn release_node(ctx: &Context, nm: &NodeMaintenance) -> Result<(), Reconci
     let node_name = &nm.spec.node_name;
     ctx.drains.cancel(&uid);
     node::patch_node(&ctx.client, node_name, node::leave_maintenance).await?;
-    if let Err(e) = lease::release_lease(&ctx.client, node_name, &ctx.config.lease_holder).await {
+    if let Err(e) = lease::release_lease(&ctx.client, node_name, &ctx.config().lease_holder).await {
         tracing::warn!(nm = %nm.name_any(), error = %e, "could not release the node lease");
     }
     Ok(())
@@ -392,7 +392,7 @@ pub(super) async fn cleanup(
         )
         .await;
     }
-    match lease::release_lease(&ctx.client, node_name, &ctx.config.lease_holder).await? {
+    match lease::release_lease(&ctx.client, node_name, &ctx.config().lease_holder).await? {
         Released::HeldByOther(holder) => {
             tracing::info!(node = %node_name, %holder, "node lease left to its holder")
         }

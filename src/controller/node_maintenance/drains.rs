@@ -39,6 +39,46 @@ struct DrainTask {
 pub struct Drains {
     tasks: Mutex<HashMap<String, DrainTask>>,
     watches: Mutex<HashMap<String, JoinHandle<()>>>,
+    reports: Reports,
+}
+
+/// The progress reports of drains (a status write and the Events it calls for) in flight, and
+/// whether new ones may start: `(in flight, closed)`. A report runs as a task of its own so
+/// that stopping a drain never cuts a status write off from its Events; a graceful stop
+/// closes this gate and waits for the reports already running.
+#[derive(Default)]
+struct Reports(watch::Sender<(usize, bool)>);
+
+/// One report in flight; dropping it counts the report as done.
+struct ReportPermit(watch::Sender<(usize, bool)>);
+
+impl Drop for ReportPermit {
+    fn drop(&mut self) {
+        self.0.send_modify(|(n, _)| *n = n.saturating_sub(1));
+    }
+}
+
+impl Reports {
+    /// A permit for one report, unless the gate is closed.
+    fn begin(&self) -> Option<ReportPermit> {
+        self.0
+            .send_if_modified(|(n, closed)| {
+                if *closed {
+                    return false;
+                }
+                *n += 1;
+                true
+            })
+            .then(|| ReportPermit(self.0.clone()))
+    }
+
+    /// Close the gate, run `stop`, then wait until no report runs.
+    async fn close_and_wait_after(&self, stop: impl FnOnce()) {
+        self.0.send_modify(|(_, closed)| *closed = true);
+        stop();
+        let mut rx = self.0.subscribe();
+        let _ = rx.wait_for(|(n, _)| *n == 0).await;
+    }
 }
 
 impl Drains {
@@ -85,6 +125,16 @@ impl Drains {
         if let Some(task) = self.lock().remove(uid) {
             task.handle.abort();
         }
+    }
+
+    /// Stop every drain and pod watch the way a graceful shutdown wants it: no new progress
+    /// report starts, every drain and pod watch stops where it is (an eviction already sent is
+    /// the API server's to finish; the next operator re-lists the node's pods and carries on),
+    /// and the reports already running (a status write and its Events) finish.
+    pub async fn stop_all(&self) {
+        self.reports
+            .close_and_wait_after(|| self.cancel_all())
+            .await;
     }
 
     /// Stop every drain and pod watch.
@@ -164,9 +214,17 @@ async fn report_drain(ctx: &Context, name: &str, uid: &str, stage: Stage) {
 /// [`report_drain`] as a task of its own, awaited: aborting the drain (it completed, failed, or
 /// its NodeMaintenance went away) must not cut a status write off from the Events it calls for,
 /// or a `SucceedMaintenance` already written to status would never be published.
+///
+/// During a graceful stop no new report starts (the next operator reports from the cluster).
 async fn report_drain_detached(ctx: &Arc<Context>, name: &str, uid: &str, stage: Stage) {
+    let Some(permit) = ctx.drains.reports.begin() else {
+        return;
+    };
     let (ctx, name, uid) = (ctx.clone(), name.to_string(), uid.to_string());
-    let report = tokio::spawn(async move { report_drain(&ctx, &name, &uid, stage).await });
+    let report = tokio::spawn(async move {
+        report_drain(&ctx, &name, &uid, stage).await;
+        drop(permit);
+    });
     if let Err(err) = report.await {
         tracing::warn!(error = %err, "drain progress report failed");
     }
@@ -195,7 +253,7 @@ pub(super) fn start_drain(
                     ctx_ref.evictions.clone(),
                     ctx_ref.clock.clone(),
                     &node,
-                    ctx_ref.config.drain.clone(),
+                    ctx_ref.config().drain,
                     seed,
                     |report: &DrainReport| {
                         progress_ref.send_replace(DrainProgress::Running(report.clone()));
@@ -278,5 +336,31 @@ pub(super) fn watch_pods(
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_graceful_stop_refuses_new_reports_and_waits_for_the_running_ones() {
+        let reports = Arc::new(Reports::default());
+        let running = reports.begin().expect("the gate is open");
+        let (stopped_tx, mut stopped) = tokio::sync::oneshot::channel();
+        let closing = reports.clone();
+        tokio::spawn(async move {
+            closing.close_and_wait_after(|| {}).await;
+            let _ = stopped_tx.send(());
+        });
+        // Closed: no new report starts, while the running one keeps the stop waiting.
+        let mut rx = reports.0.subscribe();
+        rx.wait_for(|(_, closed)| *closed).await.unwrap();
+        assert!(reports.begin().is_none());
+        assert!(stopped.try_recv().is_err(), "the stop waits for the report");
+        drop(running);
+        stopped
+            .await
+            .expect("the stop ends once the report is done");
     }
 }

@@ -35,7 +35,7 @@ pub use status::{
     stage_still_applies, status_merge_patch,
 };
 
-use super::{lease, node, quorum};
+use super::{LiveConfig, lease, node, quorum};
 use crate::api::FINALIZER;
 use crate::api::NodeMaintenance;
 use crate::api::conditions::{self, ConditionType};
@@ -221,8 +221,9 @@ pub struct Context {
     /// Publishes Events (one object per transition, shared with the MaintenanceWindow
     /// controller).
     pub events: EventPublisher,
-    /// Settings.
-    pub config: NodeMaintenanceConfig,
+    /// Settings, read when used: a config reload changes them live (a drain keeps the
+    /// settings it started with).
+    pub config: LiveConfig,
     /// Reconcile counts.
     pub stats: Arc<ReconcileStats>,
     drains: Arc<Drains>,
@@ -333,6 +334,11 @@ pub(super) fn nm_api(ctx: &Context) -> Api<NodeMaintenance> {
 }
 
 impl Context {
+    /// The settings in force now.
+    pub fn config(&self) -> NodeMaintenanceConfig {
+        self.config.current().node_maintenance
+    }
+
     pub(super) async fn publish(
         &self,
         reference: &ObjectReference,
@@ -399,7 +405,7 @@ enum Outcome {
 
 async fn apply(nm: Arc<NodeMaintenance>, ctx: &Arc<Context>) -> Result<Action, ReconcileError> {
     let observed = observe::observe(ctx, NodeMaintenance::clone(&nm)).await?;
-    let plan = decide::decide(&observed, ctx.clock.now(), &ctx.config);
+    let plan = decide::decide(&observed, ctx.clock.now(), &ctx.config());
     tracing::debug!(nm = %nm.name_any(), ?plan, "decided");
     act::act(ctx, observed, plan).await
 }
@@ -452,10 +458,11 @@ async fn reconcile_fresh(
 fn error_policy(nm: Arc<NodeMaintenance>, err: &ReconcileError, ctx: Arc<Context>) -> Action {
     let name = nm.name_any();
     let attempt = ctx.stats.failed(&name);
+    let config = ctx.config();
     let wait = decide::backoff(
         attempt,
-        ctx.config.error_retry,
-        ctx.config.error_retry_max,
+        config.error_retry,
+        config.error_retry_max,
         decide::seed_of(&name),
     );
     tracing::warn!(%name, category = err.category(), error = %err, attempt, ?wait, "reconcile failed");
@@ -471,13 +478,13 @@ pub struct Shared {
     pub drains: Arc<Drains>,
 }
 
-/// Run the NodeMaintenance controller until `shutdown` resolves. Every drain task is stopped
-/// when it returns.
+/// Run the NodeMaintenance controller until `shutdown` resolves, then wait for the reconciles
+/// in flight. Every drain task is stopped when it returns ([`Drains::stop_all`]).
 pub async fn run(
     client: kube::Client,
     evictions: kube::Client,
     clock: Arc<dyn Clock>,
-    config: NodeMaintenanceConfig,
+    config: LiveConfig,
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
@@ -488,7 +495,8 @@ pub async fn run(
     let store = controller.store();
     let (wake, woken) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
-        events: EventPublisher::new(client.clone(), clock.clone()),
+        events: EventPublisher::new(client.clone(), clock.clone())
+            .with_instance(config.current().reporting_instance),
         client: client.clone(),
         evictions,
         clock,
@@ -526,5 +534,5 @@ pub async fn run(
             }
         })
         .await;
-    shared.drains.cancel_all();
+    shared.drains.stop_all().await;
 }

@@ -385,7 +385,7 @@ async fn a_status_write_that_lost_the_race_to_succeeded_neither_undoes_it_nor_em
         client: client.clone(),
         evictions: client.clone(),
         clock: Arc::new(crate::clock::SystemClock),
-        config: NodeMaintenanceConfig::default(),
+        config: crate::controller::ControllerConfig::default().into(),
         stats: Arc::default(),
         drains: Arc::default(),
         nms: kube::runtime::reflector::store::Writer::default().as_reader(),
