@@ -406,18 +406,27 @@ async fn serve_health_probes(
     Ok(())
 }
 
-/// The validating webhook's HTTPS server, on every replica, until `shutdown`.
-///
-/// Merge point: `admission::webhook::serve` plugs in here.
+/// The validating webhook's HTTPS server (`admission::webhook`), on every replica, until
+/// `shutdown`; requests in flight are answered before it returns.
 async fn serve_webhook(
     webhook: WebhookServing,
     client: kube::Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let _ = client;
-    tracing::debug!(addr = %webhook.addr, cert_dir = %webhook.cert_dir.display(), "webhook server: not part of this build");
-    shutdown.await;
-    Ok(())
+    let config = crate::admission::webhook::WebhookConfig {
+        bind: webhook.addr,
+        cert_dir: webhook.cert_dir.clone(),
+    };
+    tracing::info!(addr = %webhook.addr, cert_dir = %webhook.cert_dir.display(), "validating webhook serving");
+    crate::admission::webhook::serve(config, client, shutdown)
+        .await
+        .with_context(|| {
+            format!(
+                "validating webhook on {} with certificates from {}",
+                webhook.addr,
+                webhook.cert_dir.display()
+            )
+        })
 }
 
 async fn operate(settings: Settings) -> anyhow::Result<()> {

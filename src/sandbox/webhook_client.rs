@@ -67,10 +67,10 @@ pub async fn call(hook: &Hook, body: Vec<u8>) -> Result<(u16, Bytes), String> {
     }
 }
 
-fn root_store(ca_bundle: Option<&[u8]>) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
+/// The caBundle's certificates, parsed.
+fn root_store(ca_bundle: Option<&[u8]>) -> Result<Vec<CertificateDer<'static>>, String> {
     let Some(pem) = ca_bundle.filter(|b| !b.is_empty()) else {
-        return Ok(roots);
+        return Ok(Vec::new());
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
@@ -78,17 +78,12 @@ fn root_store(ca_bundle: Option<&[u8]>) -> Result<rustls::RootCertStore, String>
     if certs.is_empty() {
         return Err("unable to load root certificates: unable to parse bytes as PEM block".into());
     }
-    for cert in certs {
-        roots
-            .add(cert)
-            .map_err(|e| format!("unable to load root certificates: {e}"))?;
-    }
-    Ok(roots)
+    Ok(certs)
 }
 
 async fn post(
     uri: &http::Uri,
-    roots: rustls::RootCertStore,
+    roots: Vec<CertificateDer<'static>>,
     query: &str,
     body: Vec<u8>,
 ) -> Result<(u16, Bytes), String> {
@@ -106,10 +101,12 @@ async fn post(
         .map_err(|e| dial_error(host, port, &e))?;
     let _ = tcp.set_nodelay(true);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = SelfSignedAware::new(roots, provider.clone())?;
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
@@ -176,5 +173,98 @@ fn tls_error(host: &str, e: &std::io::Error) -> String {
                 .into()
         }
         _ => e.to_string(),
+    }
+}
+
+/// Go's certificate verification, which kube-apiserver uses to call webhooks, accepts a
+/// self-signed server certificate that is itself in the caBundle (the usual
+/// `openssl req -x509` set-up), where webpki refuses a CA used as an end entity. This
+/// verifier does what webpki does, and accepts that one case too: the presented certificate
+/// is one of the bundle's, byte for byte, and is valid for the host name.
+#[derive(Debug)]
+struct SelfSignedAware {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    bundle: Vec<CertificateDer<'static>>,
+}
+
+impl SelfSignedAware {
+    fn new(
+        bundle: Vec<CertificateDer<'static>>,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<Self, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in &bundle {
+            roots
+                .add(cert.clone())
+                .map_err(|e| format!("unable to load root certificates: {e}"))?;
+        }
+        // webpki refuses an empty root store; with no caBundle nothing is trusted anyway.
+        let webpki = if roots.is_empty() {
+            None
+        } else {
+            Some(
+                rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .map_err(|e| format!("unable to load root certificates: {e}"))?,
+            )
+        };
+        let webpki = webpki.ok_or_else(|| {
+            "tls: failed to verify certificate: x509: certificate signed by unknown authority"
+                .to_string()
+        })?;
+        Ok(SelfSignedAware { webpki, bundle })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for SelfSignedAware {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::Other(_)))
+                if self
+                    .bundle
+                    .iter()
+                    .any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_name(&parsed, server_name)?;
+                Ok(rustls::client::danger::ServerCertVerified::assertion())
+            }
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.webpki.supported_verify_schemes()
     }
 }
