@@ -15,3 +15,4 @@ pub mod rollout;
 pub mod sandbox;
 pub mod schedule;
 pub mod simulate;
+pub mod telemetry;
