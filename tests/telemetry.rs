@@ -425,3 +425,77 @@ async fn a_drain_of_110_pods_at_qps_5_never_sends_more_than_the_limit_allows() {
         requests.len() as f64 / elapsed
     );
 }
+
+/// Collects what a JSON log subscriber writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<serde_json::Value> {
+        let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each log line is JSON"))
+            .collect()
+    }
+}
+
+// A current-thread runtime: the controllers, the sandbox and every task they spawn run on this
+// thread, where the capturing subscriber is the default.
+#[tokio::test]
+async fn every_log_line_of_a_reconcile_names_the_controller_and_the_object() {
+    let c = cluster().await;
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("nmo=debug"))
+        .with_writer(move || writer.clone())
+        .finish();
+    let _default = tracing::subscriber::set_default(subscriber);
+
+    c.add_node("worker").await;
+    c.create_pod(NewPod::new("web").on_node("worker").grace_period(0));
+    let ctl = controller::start(c.clients.clone(), Arc::new(SystemClock), test_config());
+    c.create_nm("nm-logged", "worker").await;
+    c.wait_phase("nm-logged", MaintenancePhase::Succeeded, WAIT)
+        .await;
+    ctl.stop().await;
+
+    let lines = captured.lines();
+    let in_span = |line: &serde_json::Value, span: &str| {
+        line["spans"]
+            .as_array()
+            .is_some_and(|spans| spans.iter().any(|s| s["name"] == span))
+    };
+    let decided: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "decided")
+        .collect();
+    assert!(!decided.is_empty(), "the reconciler logged its plans");
+    for line in decided {
+        assert_eq!(line["span"]["name"], "reconcile", "{line}");
+        assert_eq!(line["span"]["controller"], "node_maintenance", "{line}");
+        assert_eq!(line["span"]["object"], "nm-logged", "{line}");
+    }
+    let drain: Vec<&serde_json::Value> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "drain complete")
+        .collect();
+    assert_eq!(drain.len(), 1, "{lines:#?}");
+    assert!(in_span(drain[0], "drain"), "{}", drain[0]);
+    assert_eq!(drain[0]["span"]["object"], "nm-logged");
+}

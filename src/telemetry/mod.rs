@@ -6,8 +6,10 @@
 //! - [`readiness`]: `/readyz` becomes ready once the controllers' caches have synced;
 //! - [`http`]: the `/metrics` and `/healthz` + `/readyz` servers.
 //!
-//! Logs go through `tracing`; each reconcile runs in a span `reconcile{controller, name}`, so
-//! every line logged inside names the object.
+//! Logs go through `tracing`; each reconcile runs in a span `reconcile{controller, object}`,
+//! so every line logged inside names the object. The field is `object`, not `name`: the JSON
+//! log format writes a span's own name under the key `name`, and a field of that name would
+//! be a duplicate key that JSON readers drop.
 
 pub mod http;
 pub mod metrics;
@@ -37,7 +39,11 @@ impl Telemetry {
     }
 }
 
-/// The span a reconcile of `controller` for the object `name` runs in.
-pub fn reconcile_span(controller: &'static str, name: &str) -> tracing::Span {
-    tracing::info_span!("reconcile", controller, name)
+/// The span a reconcile of `controller` for the object named `object` runs in.
+///
+/// Its level is ERROR so that it is enabled whenever any line inside is: under a filter such
+/// as `RUST_LOG=warn` an INFO span would be filtered out, and the warnings logged inside it
+/// would lose the object's name.
+pub fn reconcile_span(controller: &'static str, object: &str) -> tracing::Span {
+    tracing::error_span!("reconcile", controller, object)
 }

@@ -187,8 +187,10 @@ pub(super) fn start_drain(
     let name = nm.name_any();
     let uid = nm.uid().unwrap_or_default();
     let node = nm.spec.node_name.clone();
-    // The task outlives the reconcile that started it: it gets a span of its own.
-    let span = tracing::info_span!("drain", controller = metrics::NODE_MAINTENANCE, name = %name);
+    // The task outlives the reconcile that started it: it gets a span of its own, at ERROR
+    // level for the reason given at `telemetry::reconcile_span`.
+    let span =
+        tracing::error_span!("drain", controller = metrics::NODE_MAINTENANCE, object = %name);
     move |progress| {
         tokio::spawn(
             async move {
@@ -270,6 +272,7 @@ pub(super) fn watch_pods(
     let client = ctx.client.clone();
     let node = nm.spec.node_name.clone();
     let target = ObjectRef::from_obj(nm);
+    let span = tracing::error_span!("pod_watch", controller = metrics::NODE_MAINTENANCE, object = %nm.name_any());
     move || {
         tokio::spawn(async move {
             let pods: Api<Pod> = Api::all(client);
@@ -294,6 +297,6 @@ pub(super) fn watch_pods(
                     }
                 }
             }
-        })
+        }.instrument(span))
     }
 }
