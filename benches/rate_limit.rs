@@ -106,5 +106,19 @@ async fn drain_under(limit: RateLimit) {
         total.as_secs_f64(),
         requests.len(),
     );
+    let mut by_kind: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for r in &requests {
+        *by_kind
+            .entry((r.verb.clone(), r.resource.clone()))
+            .or_default() += 1;
+    }
+    let mut by_kind: Vec<_> = by_kind.into_iter().collect();
+    by_kind.sort_by(|a, b| b.1.cmp(&a.1));
+    let top: Vec<String> = by_kind
+        .iter()
+        .take(4)
+        .map(|((verb, resource), n)| format!("{n} {verb} {resource}"))
+        .collect();
+    println!("  requests by kind: {}", top.join(", "));
     sandbox.shutdown().await;
 }
