@@ -113,7 +113,7 @@ async fn drain_under(limit: RateLimit) {
             .or_default() += 1;
     }
     let mut by_kind: Vec<_> = by_kind.into_iter().collect();
-    by_kind.sort_by(|a, b| b.1.cmp(&a.1));
+    by_kind.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let top: Vec<String> = by_kind
         .iter()
         .take(4)
