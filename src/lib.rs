@@ -18,3 +18,4 @@ pub mod sandbox;
 pub mod schedule;
 pub mod shutdown;
 pub mod simulate;
+pub mod telemetry;

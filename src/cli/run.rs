@@ -19,6 +19,7 @@ use crate::config::{ConfigStatus, ConfigWatcher, FlagOverrides, OperatorConfig};
 use crate::controller::leader::{self, LeaderElector, LeaderTimings, LostReason};
 use crate::controller::{self, Clients, ControllerConfig, LiveConfig};
 use crate::shutdown::Shutdown;
+use crate::telemetry::Telemetry;
 use anyhow::Context as _;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -367,43 +368,52 @@ pub async fn client_config(
     }
 }
 
-/// The API clients, with the client-side rate limit applied to every request.
-///
-/// Merge point: the telemetry module's tower rate-limit layer wraps both clients here, built
-/// from `limit` (evictions share the one limiter).
+/// The API clients, with the client-side rate limit applied to every request: both clients
+/// draw from one token bucket, so evictions share it ([`Clients::from_config_with_rate_limit`]).
 fn api_clients(config: kube::Config, limit: ApiRateLimit) -> anyhow::Result<Clients> {
-    tracing::debug!(
-        qps = limit.qps,
-        burst = limit.burst,
-        "client-side rate limit"
-    );
-    Clients::from_config(config).context("building the API client")
+    let limit = crate::controller::rate_limit::RateLimit::new(limit.qps, limit.burst)
+        .context("--kube-api-qps/--kube-api-burst")?;
+    Clients::from_config_with_rate_limit(config, limit).context("building the API client")
 }
 
-/// The `/metrics` server, on every replica, until `shutdown`. `config_status` carries the
-/// outcome of each config-file load (the `nmo_config_last_reload_successful` gauge).
-///
-/// Merge point: `telemetry::serve` plugs in here.
+/// The `/metrics` server (Prometheus text format), on every replica, until `shutdown`.
+/// `config_status` carries the outcome of each config-file load into the
+/// `nmo_config_last_reload_successful` gauge.
 async fn serve_metrics(
     addr: SocketAddr,
-    config_status: watch::Receiver<ConfigStatus>,
+    telemetry: Telemetry,
+    mut config_status: watch::Receiver<ConfigStatus>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    tracing::debug!(%addr, reload_ok = config_status.borrow().last_reload_successful, "metrics server: not part of this build");
-    shutdown.await;
-    Ok(())
+    let metrics = telemetry.metrics.clone();
+    metrics.config_reloaded(config_status.borrow_and_update().last_reload_successful);
+    let gauge = tokio::spawn(async move {
+        while config_status.changed().await.is_ok() {
+            let ok = config_status.borrow_and_update().last_reload_successful;
+            metrics.config_reloaded(ok);
+        }
+    });
+    tracing::info!(%addr, "metrics serving");
+    let served = crate::telemetry::serve_metrics(addr, telemetry.metrics, shutdown)
+        .await
+        .with_context(|| format!("metrics server on {addr} (--metrics-bind-address)"));
+    gauge.abort();
+    served
 }
 
-/// The `/healthz` and `/readyz` server, on every replica, until `shutdown`.
-///
-/// Merge point: the telemetry module's probe server plugs in here.
+/// The `/healthz` and `/readyz` server, on every replica, until `shutdown`. `/readyz` answers
+/// 503 until the leader's controllers have synced their caches; a standby replica (leader
+/// election, not leading) is ready, so that it serves the webhook behind its Service and does
+/// not hold back a rolling update.
 async fn serve_health_probes(
     addr: SocketAddr,
+    telemetry: Telemetry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    tracing::debug!(%addr, "health-probe server: not part of this build");
-    shutdown.await;
-    Ok(())
+    tracing::info!(%addr, "health probes serving");
+    crate::telemetry::serve_probes(addr, telemetry.readiness, shutdown)
+        .await
+        .with_context(|| format!("health-probe server on {addr} (--health-probe-bind-address)"))
 }
 
 /// The validating webhook's HTTPS server (`admission::webhook`), on every replica, until
@@ -467,12 +477,22 @@ async fn operate(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%cluster, %identity, leader_elect = settings.leader_elect, "nmo starting");
 
     // Every replica serves these, leader or not.
+    let telemetry = Telemetry::new();
     let mut servers = tokio::task::JoinSet::new();
     if let Some(addr) = settings.metrics {
-        servers.spawn(serve_metrics(addr, config_status.clone(), shutdown.wait()));
+        servers.spawn(serve_metrics(
+            addr,
+            telemetry.clone(),
+            config_status.clone(),
+            shutdown.wait(),
+        ));
     }
     if let Some(addr) = settings.health_probes {
-        servers.spawn(serve_health_probes(addr, shutdown.wait()));
+        servers.spawn(serve_health_probes(
+            addr,
+            telemetry.clone(),
+            shutdown.wait(),
+        ));
     }
     if let Some(webhook) = settings.webhook.clone() {
         servers.spawn(serve_webhook(webhook, clients.api.clone(), shutdown.wait()));
@@ -486,9 +506,9 @@ async fn operate(settings: Settings) -> anyhow::Result<()> {
                 identity.clone(),
                 timings,
             );
-            lead(elector, clients.clone(), live, &shutdown).await
+            lead(elector, clients.clone(), live, telemetry.clone(), &shutdown).await
         } else {
-            run_controllers(clients.clone(), live, &shutdown).await;
+            run_controllers(clients.clone(), live, telemetry.clone(), &shutdown).await;
             Ok(())
         }
     };
@@ -553,8 +573,14 @@ fn follow_config(
 }
 
 /// Without leader election: the controllers run until the signal, then stop gracefully.
-async fn run_controllers(clients: Clients, live: LiveConfig, shutdown: &Shutdown) {
-    let mut controllers = controller::start(clients, Arc::new(SystemClock), live);
+async fn run_controllers(
+    clients: Clients,
+    live: LiveConfig,
+    telemetry: Telemetry,
+    shutdown: &Shutdown,
+) {
+    let mut controllers =
+        controller::start_with_telemetry(clients, Arc::new(SystemClock), live, telemetry);
     shutdown.wait().await;
     if !controllers.stop_within(GRACEFUL_STOP).await {
         tracing::warn!(budget = ?GRACEFUL_STOP, "graceful stop took too long; aborted the rest");
@@ -574,8 +600,11 @@ async fn lead(
     mut elector: LeaderElector,
     clients: Clients,
     live: LiveConfig,
+    telemetry: Telemetry,
     shutdown: &Shutdown,
 ) -> anyhow::Result<()> {
+    // A standby is ready (it serves the webhook); leading, readiness waits for the caches.
+    telemetry.readiness.set_started();
     tracing::info!(identity = %elector.identity(), lease = %elector.lease_ref(), "waiting to lead");
     let stood_by = tokio::select! {
         _ = shutdown.wait() => true,
@@ -586,7 +615,8 @@ async fn lead(
         release(&mut elector).await;
         return Ok(());
     }
-    let mut controllers = controller::start(clients, Arc::new(SystemClock), live);
+    let mut controllers =
+        controller::start_with_telemetry(clients, Arc::new(SystemClock), live, telemetry);
     let end = tokio::select! {
         reason = elector.hold() => TermEnd::Lost(reason),
         _ = shutdown.wait() => TermEnd::Shutdown,

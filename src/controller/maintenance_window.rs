@@ -42,9 +42,11 @@ use crate::controller::events::{EventPublisher, EventType};
 use crate::controller::node::FIELD_MANAGER;
 use crate::controller::quorum::is_control_plane;
 use crate::rollout::{
-    self, MaintenanceView, NodeView, PlanInput, RolloutEvent, RolloutPlan, RolloutPolicy,
+    self, EventReason, MaintenanceView, NodeView, PlanInput, RolloutEvent, RolloutPlan,
+    RolloutPolicy,
 };
 use crate::schedule::{WindowPolicy, selector_matches};
+use crate::telemetry::{self, Telemetry, metrics, registry};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
@@ -57,6 +59,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
+use tracing::Instrument;
 
 /// First error requeue delay; it doubles per consecutive failure of a window.
 const BACKOFF_BASE: StdDuration = StdDuration::from_secs(1);
@@ -110,11 +113,11 @@ impl WindowError {
     /// Bounded category, for metrics, logs and Event reasons.
     pub fn category(&self) -> &'static str {
         match self {
-            WindowError::GetWindow { .. } => "get_window",
-            WindowError::CreateMaintenance { .. } => "create_maintenance",
-            WindowError::DeleteMaintenance { .. } => "delete_maintenance",
-            WindowError::PatchStatus { .. } => "patch_status",
-            WindowError::NameTaken { .. } => "name_taken",
+            WindowError::GetWindow { .. } => "GetWindow",
+            WindowError::CreateMaintenance { .. } => "CreateMaintenance",
+            WindowError::DeleteMaintenance { .. } => "DeleteMaintenance",
+            WindowError::PatchStatus { .. } => "PatchStatus",
+            WindowError::NameTaken { .. } => "NameTaken",
         }
     }
 }
@@ -294,6 +297,7 @@ struct Context {
     nodes: Store<Node>,
     maintenances: Store<NodeMaintenance>,
     stats: Arc<WindowStats>,
+    telemetry: Telemetry,
     events: EventPublisher,
     placeholders: Placeholders,
     /// Consecutive failed reconciles per window, for the backoff; reset on success, pruned
@@ -355,17 +359,40 @@ fn trim_node(node: &mut Node) {
     }
 }
 
+/// `nmo_windows_open{window}` from the cache: 1 for a window whose `WindowOpen` condition is
+/// True. A deleted window leaves the cache, and its series goes with it.
+fn windows_open_samples(windows: &Store<MaintenanceWindow>) -> registry::Samples<1> {
+    windows
+        .state()
+        .iter()
+        .map(|w| {
+            let open = w
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_deref())
+                .and_then(|c| conditions::find(c, ConditionType::WindowOpen))
+                .is_some_and(|c| c.status == "True");
+            ([w.name_any()], if open { 1.0 } else { 0.0 })
+        })
+        .collect()
+}
+
 /// Run the MaintenanceWindow controller until `shutdown` resolves. Whether it runs at all is
 /// decided at start; every window is planned again when the configuration changes.
-pub async fn run(
+///
+/// Its caches are registered with `telemetry.readiness` and its gauges with the metrics when
+/// this is called, before the returned future first runs. Disabled, it registers nothing and
+/// returns at once.
+pub fn run(
     client: Client,
     clock: Arc<dyn Clock>,
     config: LiveConfig,
     stats: Arc<WindowStats>,
+    telemetry: Telemetry,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> futures::future::BoxFuture<'static, ()> {
     if !config.current().maintenance_window.enabled {
-        return;
+        return Box::pin(async {});
     }
     let (node_store, node_writer) = reflector::store();
     let (nm_store, nm_writer) = reflector::store();
@@ -396,6 +423,7 @@ pub async fn run(
         nodes: node_store,
         maintenances: nm_store,
         stats,
+        telemetry: telemetry.clone(),
         placeholders: Placeholders::default(),
         failures: Mutex::new(HashMap::new()),
         wakes: Mutex::new(HashMap::new()),
@@ -406,6 +434,21 @@ pub async fn run(
         watcher::Config::default(),
     );
     let windows = controller.store();
+    telemetry
+        .readiness
+        .track("MaintenanceWindow", windows.clone());
+    telemetry.readiness.track("Node", ctx.nodes.clone());
+    telemetry
+        .readiness
+        .track("NodeMaintenance (windows)", ctx.maintenances.clone());
+    telemetry
+        .metrics
+        .controller_started(metrics::MAINTENANCE_WINDOW);
+    let open = windows.clone();
+    telemetry
+        .metrics
+        .windows_open
+        .set_source(move || windows_open_samples(&open));
     let for_nodes = windows.clone();
     let node_triggers = node_changes
         .filter_map(move |node| {
@@ -440,7 +483,7 @@ pub async fn run(
         })
         .flatten();
 
-    controller
+    let controller = controller
         .reconcile_on(futures::stream::select(
             futures::stream::select(node_triggers, nm_triggers),
             config_triggers,
@@ -451,8 +494,11 @@ pub async fn run(
             if let Err(err) = result {
                 tracing::debug!(%err, "MaintenanceWindow reconcile ended in error");
             }
-        })
-        .await;
+        });
+    Box::pin(async move {
+        controller.await;
+        telemetry.metrics.windows_open.clear_source();
+    })
 }
 
 /// The windows a Node change concerns: those whose selector matches it and those that have it
@@ -515,14 +561,23 @@ fn error_policy(window: Arc<MaintenanceWindow>, err: &WindowError, ctx: Arc<Cont
     Action::requeue(delay)
 }
 
-/// One reconcile of one MaintenanceWindow; a success resets its failure count.
+/// One reconcile of one MaintenanceWindow, in a span naming it, counted and timed in the
+/// metrics; a success resets its failure count.
 async fn reconcile(
     cached: Arc<MaintenanceWindow>,
     ctx: Arc<Context>,
 ) -> Result<Action, WindowError> {
-    let result = reconcile_window(cached.clone(), ctx.clone()).await;
+    let name = cached.name_any();
+    let span = telemetry::reconcile_span(metrics::MAINTENANCE_WINDOW, &name);
+    let started = std::time::Instant::now();
+    let result = reconcile_window(cached, ctx.clone()).instrument(span).await;
+    ctx.telemetry.metrics.reconciled(
+        metrics::MAINTENANCE_WINDOW,
+        started.elapsed(),
+        result.as_ref().err().map(WindowError::category),
+    );
     if result.is_ok() {
-        ctx.failures().remove(&cached.name_any());
+        ctx.failures().remove(&name);
     }
     result
 }
@@ -1095,6 +1150,11 @@ async fn write_status(
 }
 
 async fn publish_event(ctx: &Context, window: &MaintenanceWindow, event: &RolloutEvent) {
+    match event.reason {
+        EventReason::NodeFailed => ctx.telemetry.metrics.failed("NodeTimeout"),
+        EventReason::RolloutStalled => ctx.telemetry.metrics.failed("RolloutStalled"),
+        _ => {}
+    }
     publish(
         ctx,
         window,

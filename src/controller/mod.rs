@@ -21,11 +21,14 @@ pub mod maintenance_window;
 pub mod node;
 pub mod node_maintenance;
 pub mod quorum;
+pub mod rate_limit;
 
 pub use maintenance_window::{WindowConfig, WindowStats};
 pub use node_maintenance::{NodeMaintenanceConfig, ReconcileStats};
+pub use rate_limit::{RateLimit, RateLimitError, RateLimiter};
 
 use crate::clock::Clock;
+use crate::telemetry::Telemetry;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,12 +49,41 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Build both clients from one configuration.
+    /// Build both clients from one configuration, with no client-side rate limit (tests and
+    /// `nmo simulate`; `nmo run` uses [`Clients::from_config_with_rate_limit`]).
     pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
         let api = kube::Client::try_from(config.clone())?;
         let mut no_retry = config;
         no_retry.default_retry = false;
         let evictions = kube::Client::try_from(no_retry)?;
+        Ok(Clients { api, evictions })
+    }
+
+    /// Build both clients from one configuration, every request of both drawing from one
+    /// client-side token bucket of `limit` (see [`rate_limit`]).
+    ///
+    /// The limiter sits below the API client's retry of 429, 503 and 504 answers (kube's
+    /// default retry policy, rebuilt here around the limiter), so every retry takes a token
+    /// too. The eviction client has no retry, as in [`Clients::from_config`].
+    pub fn from_config_with_rate_limit(
+        config: kube::Config,
+        limit: RateLimit,
+    ) -> Result<Self, kube::Error> {
+        use kube::client::ClientBuilder;
+        use kube::client::retry::RetryPolicy;
+        let limiter = RateLimiter::new(limit);
+        let mut no_retry = config;
+        no_retry.default_retry = false;
+        let api = ClientBuilder::try_from(no_retry.clone())?
+            .with_layer(&rate_limit::RateLimitLayer::new(limiter.clone()))
+            // The retry layer sends each attempt again through the limiter, and needs a
+            // service it can clone: the buffer is that handle.
+            .with_layer(&tower::buffer::BufferLayer::new(1024))
+            .with_layer(&tower::retry::RetryLayer::new(RetryPolicy::server_retry()))
+            .build();
+        let evictions = ClientBuilder::try_from(no_retry)?
+            .with_layer(&rate_limit::RateLimitLayer::new(limiter))
+            .build();
         Ok(Clients { api, evictions })
     }
 
@@ -167,6 +199,8 @@ pub struct Running {
     pub node_maintenance: Arc<ReconcileStats>,
     /// MaintenanceWindow reconcile and write counts.
     pub maintenance_window: Arc<WindowStats>,
+    /// The metrics and readiness the controllers report into.
+    pub telemetry: Telemetry,
     drains: Arc<node_maintenance::Drains>,
 }
 
@@ -177,31 +211,46 @@ impl Running {
     }
 }
 
-fn shared() -> (node_maintenance::Shared, Running) {
+fn shared(telemetry: Telemetry) -> (node_maintenance::Shared, Running) {
     let stats = Arc::new(ReconcileStats::default());
     let drains = Arc::new(node_maintenance::Drains::default());
     (
         node_maintenance::Shared {
             stats: stats.clone(),
             drains: drains.clone(),
+            telemetry: telemetry.clone(),
         },
         Running {
             node_maintenance: stats,
             maintenance_window: Arc::new(WindowStats::default()),
+            telemetry,
             drains,
         },
     )
 }
 
 /// Run every controller until `shutdown` resolves, then wait for in-flight reconciles and
-/// stop the drains ([`node_maintenance::Drains::stop_all`]).
+/// stop the drains ([`node_maintenance::Drains::stop_all`]). Their metrics and readiness go
+/// nowhere: [`run_all_with_telemetry`] serves them.
 pub async fn run_all(
     clients: impl Into<Clients>,
     clock: Arc<dyn Clock>,
     config: impl Into<LiveConfig>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (shared, running) = shared();
+    run_all_with_telemetry(clients, clock, config, Telemetry::new(), shutdown).await;
+}
+
+/// [`run_all`], reporting metrics and cache readiness into `telemetry` (which `nmo run` serves
+/// on `/metrics` and `/readyz`).
+pub async fn run_all_with_telemetry(
+    clients: impl Into<Clients>,
+    clock: Arc<dyn Clock>,
+    config: impl Into<LiveConfig>,
+    telemetry: Telemetry,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (shared, running) = shared(telemetry);
     run_with(
         clients.into(),
         clock,
@@ -225,6 +274,9 @@ async fn run_with(
     use futures::FutureExt;
     let boxed: std::pin::Pin<Box<dyn Future<Output = ()> + Send + Sync>> = Box::pin(shutdown);
     let shutdown = boxed.shared();
+    let telemetry = shared.telemetry.clone();
+    // Both controllers register their caches as they are built, so readiness is complete
+    // once both are.
     let node_maintenance = node_maintenance::run(
         clients.api.clone(),
         clients.evictions,
@@ -233,8 +285,15 @@ async fn run_with(
         shared,
         shutdown.clone(),
     );
-    let maintenance_window =
-        maintenance_window::run(clients.api, clock, config, window_stats, shutdown);
+    let maintenance_window = maintenance_window::run(
+        clients.api,
+        clock,
+        config,
+        window_stats,
+        telemetry.clone(),
+        shutdown,
+    );
+    telemetry.readiness.set_started();
     futures::join!(node_maintenance, maintenance_window);
 }
 
@@ -294,14 +353,25 @@ impl ControllerHandle {
     }
 }
 
-/// Start every controller on the current tokio runtime.
+/// Start every controller on the current tokio runtime, with metrics and readiness of their
+/// own (see [`Running::telemetry`]).
 pub fn start(
     clients: impl Into<Clients>,
     clock: Arc<dyn Clock>,
     config: impl Into<LiveConfig>,
 ) -> ControllerHandle {
+    start_with_telemetry(clients, clock, config, Telemetry::new())
+}
+
+/// [`start`], reporting metrics and cache readiness into `telemetry`.
+pub fn start_with_telemetry(
+    clients: impl Into<Clients>,
+    clock: Arc<dyn Clock>,
+    config: impl Into<LiveConfig>,
+    telemetry: Telemetry,
+) -> ControllerHandle {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (shared, running) = shared();
+    let (shared, running) = shared(telemetry);
     let clients = clients.into();
     let window_stats = running.maintenance_window.clone();
     let task = tokio::spawn(run_with(

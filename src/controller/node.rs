@@ -278,6 +278,16 @@ pub enum NodeError {
     },
 }
 
+impl NodeError {
+    /// A bounded name for metrics and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            NodeError::GetNode { .. } => "GetNode",
+            NodeError::PatchNode { .. } => "PatchNode",
+        }
+    }
+}
+
 /// What [`patch_node`] found and did.
 #[derive(Clone, Debug)]
 pub enum NodePatched {

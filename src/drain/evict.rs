@@ -10,6 +10,8 @@ use super::filter::{
     DrainPlan, PodKey, drain_progress, origin, plan_drain, tolerates_unschedulable,
 };
 use crate::clock::Clock;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::EvictionLabel;
 use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
@@ -78,6 +80,18 @@ pub enum EvictionOutcome {
         /// What went wrong.
         message: String,
     },
+}
+
+impl EvictionOutcome {
+    /// The `outcome` label of `nmo_evictions_total`.
+    pub fn label(&self) -> EvictionLabel {
+        match self {
+            EvictionOutcome::Evicted => EvictionLabel::Evicted,
+            EvictionOutcome::Gone => EvictionLabel::Gone,
+            EvictionOutcome::Blocked { .. } => EvictionLabel::BlockedByPdb,
+            EvictionOutcome::Failed { .. } => EvictionLabel::Failed,
+        }
+    }
 }
 
 /// Where a drain stands, as the controller shows it in status.
@@ -414,23 +428,38 @@ impl DrainError {
     }
 }
 
+/// What a drain talks to and reports into.
+#[derive(Clone)]
+pub struct DrainContext<'a> {
+    /// Watches the node's pods (fieldSelector `spec.nodeName`: there is no cluster-wide pod
+    /// cache) and looks up budgets.
+    pub client: kube::Client,
+    /// Sends the Eviction requests. It should be a client without kube's automatic retry of
+    /// 429 responses (see `crate::controller::Clients`), or a budget refusal is retried inside
+    /// the client for minutes before the drain sees it.
+    pub evictions: kube::Client,
+    /// The controller's clock: retry delays are on it.
+    pub clock: Arc<dyn Clock>,
+    /// Where every eviction's outcome is counted.
+    pub metrics: &'a Metrics,
+}
+
 /// Drain `node`: evict every evictable pod and return once none is left.
-///
-/// `evictions` sends the Eviction requests. It should be a client without kube's automatic
-/// retry of 429 responses (see `crate::controller::Clients`), or a budget refusal is retried
-/// inside the client for minutes before the drain sees it. `client` watches the node's pods
-/// (fieldSelector `spec.nodeName`): there is no cluster-wide pod cache.
 ///
 /// `on_report` is called with every new [`DrainReport`], the last one being complete.
 pub async fn drain_node(
-    client: kube::Client,
-    evictions: kube::Client,
-    clock: Arc<dyn Clock>,
+    cx: DrainContext<'_>,
     node: &str,
     settings: DrainSettings,
     seed: DrainSeed,
     mut on_report: impl FnMut(&DrainReport) + Send,
 ) -> Result<DrainReport, DrainError> {
+    let DrainContext {
+        client,
+        evictions,
+        clock,
+        metrics,
+    } = cx;
     let pods: Api<Pod> = Api::all(client.clone());
     let watch_config = watcher::Config::default().fields(&format!("spec.nodeName={node}"));
     let mut events = watcher(pods, watch_config).default_backoff().boxed();
@@ -465,6 +494,7 @@ pub async fn drain_node(
             },
             Some((key, outcome)) = in_flight.next(), if !in_flight.is_empty() => {
                 tracing::debug!(%node, pod = %key, ?outcome, "eviction answered");
+                metrics.evicted(outcome.label());
                 state.record(key, outcome, Instant::now());
             }
             _ = tokio::time::sleep_until(wake) => {}

@@ -8,7 +8,7 @@ pub mod evict;
 pub mod filter;
 
 pub use evict::{
-    BlockedEviction, DrainError, DrainReport, DrainSeed, DrainSettings, DrainState,
+    BlockedEviction, DrainContext, DrainError, DrainReport, DrainSeed, DrainSettings, DrainState,
     EvictionOutcome, drain_node, evict_pod, eviction_outcome,
 };
 pub use filter::{

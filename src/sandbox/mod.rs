@@ -222,6 +222,7 @@ impl SandboxBuilder {
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             counts: Mutex::new(BTreeMap::new()),
+            log: Mutex::new(None),
             address: local.to_string(),
             token: self.token.clone(),
             bookmark_interval: self.bookmark_interval,
@@ -631,6 +632,23 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Start recording every request with the instant it arrives (forgetting any earlier
+    /// recording), for [`Sandbox::recorded_requests`]. Off by default: the log grows with every
+    /// request.
+    pub fn record_requests(&self) {
+        *self.shared.log.lock().unwrap_or_else(|e| e.into_inner()) = Some(Vec::new());
+    }
+
+    /// The requests recorded since [`Sandbox::record_requests`], in arrival order.
+    pub fn recorded_requests(&self) -> Vec<server::RecordedRequest> {
+        self.shared
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .unwrap_or_default()
     }
 
     /// Reset the request counts.

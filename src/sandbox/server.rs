@@ -32,6 +32,9 @@ pub struct Shared {
     pub store: Mutex<Store>,
     /// Requests served, by (verb, resource).
     pub counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// Every request with the instant it arrived, while recording is on
+    /// ([`super::Sandbox::record_requests`]).
+    pub log: Mutex<Option<Vec<RecordedRequest>>>,
     /// `host:port` for `/api`.
     pub address: String,
     /// When set, requests must carry `Authorization: Bearer <token>`.
@@ -53,7 +56,27 @@ impl Shared {
         let mut c = self.counts.lock().unwrap_or_else(|e| e.into_inner());
         *c.entry((verb.to_string(), resource.to_string()))
             .or_default() += 1;
+        drop(c);
+        if let Some(log) = self.log.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            log.push(RecordedRequest {
+                at: std::time::Instant::now(),
+                verb: verb.to_string(),
+                resource: resource.to_string(),
+            });
+        }
     }
+}
+
+/// One request as the sandbox received it, for tests that check how requests spread in time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// When it arrived (before any injected latency).
+    pub at: std::time::Instant,
+    /// As in [`super::Sandbox::request_count`]: `get`, `list`, `watch`, `create`, ... or
+    /// `discovery`.
+    pub verb: String,
+    /// `pods`, `pods/eviction`, ... (empty for discovery).
+    pub resource: String,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {

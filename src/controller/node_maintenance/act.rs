@@ -102,6 +102,9 @@ async fn try_write_status(
                 .await
             }
             MaintenanceEvent::Failed(message) => {
+                if let Some(category) = stage.failure_category() {
+                    ctx.telemetry.metrics.failed(category);
+                }
                 ctx.publish(&reference, reasons::FAILED_MAINTENANCE, message, true)
                     .await
             }

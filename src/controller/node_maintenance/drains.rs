@@ -5,7 +5,10 @@ use super::act::write_status;
 use super::status::Stage;
 use super::{Context, nm_api};
 use crate::api::{MaintenancePhase, NodeMaintenance};
-use crate::drain::{DrainReport, DrainSeed, classify, drain_node, tolerates_unschedulable};
+use crate::drain::{
+    DrainContext, DrainReport, DrainSeed, classify, drain_node, tolerates_unschedulable,
+};
+use crate::telemetry::metrics;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -16,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 /// What the drain task of one NodeMaintenance has said last.
 #[derive(Clone, Debug, PartialEq)]
@@ -241,62 +245,77 @@ pub(super) fn start_drain(
     let name = nm.name_any();
     let uid = nm.uid().unwrap_or_default();
     let node = nm.spec.node_name.clone();
+    // The task outlives the reconcile that started it: it gets a span of its own, at ERROR
+    // level for the reason given at `telemetry::reconcile_span`.
+    let span =
+        tracing::error_span!("drain", controller = metrics::NODE_MAINTENANCE, object = %name);
     move |progress| {
-        tokio::spawn(async move {
-            tracing::info!(%node, nm = %name, "drain started");
-            let (latest_tx, mut latest) = watch::channel(None::<DrainReport>);
-            let progress_ref = &progress;
-            let ctx_ref = &ctx;
-            let drain = async move {
-                let result = drain_node(
-                    ctx_ref.client.clone(),
-                    ctx_ref.evictions.clone(),
-                    ctx_ref.clock.clone(),
-                    &node,
-                    ctx_ref.config().drain,
-                    seed,
-                    |report: &DrainReport| {
-                        progress_ref.send_replace(DrainProgress::Running(report.clone()));
-                        latest_tx.send_replace(Some(report.clone()));
-                    },
-                )
-                .await;
-                drop(latest_tx);
-                (result, node)
-            };
-            // Progress is written while the drain goes on; reports that arrive during a write
-            // are folded into the next one.
-            let (name_ref, uid_ref) = (&name, &uid);
-            let writer = async move {
-                while latest.changed().await.is_ok() {
-                    let report = latest.borrow_and_update().clone();
-                    if let Some(report) = report.filter(|r| r.listed && !r.complete) {
-                        let stage = Stage::Draining {
+        tokio::spawn(
+            async move {
+                tracing::info!(%node, "drain started");
+                let began = ctx.clock.now();
+                let (latest_tx, mut latest) = watch::channel(None::<DrainReport>);
+                let progress_ref = &progress;
+                let ctx_ref = &ctx;
+                let drain = async move {
+                    let io = DrainContext {
+                        client: ctx_ref.client.clone(),
+                        evictions: ctx_ref.evictions.clone(),
+                        clock: ctx_ref.clock.clone(),
+                        metrics: &ctx_ref.telemetry.metrics,
+                    };
+                    let result = drain_node(
+                        io,
+                        &node,
+                        ctx_ref.config().drain,
+                        seed,
+                        |report: &DrainReport| {
+                            progress_ref.send_replace(DrainProgress::Running(report.clone()));
+                            latest_tx.send_replace(Some(report.clone()));
+                        },
+                    )
+                    .await;
+                    drop(latest_tx);
+                    (result, node)
+                };
+                // Progress is written while the drain goes on; reports that arrive during a write
+                // are folded into the next one.
+                let (name_ref, uid_ref) = (&name, &uid);
+                let writer = async move {
+                    while latest.changed().await.is_ok() {
+                        let report = latest.borrow_and_update().clone();
+                        if let Some(report) = report.filter(|r| r.listed && !r.complete) {
+                            let stage = Stage::Draining {
+                                drain: Some(report),
+                            };
+                            report_drain_detached(ctx_ref, name_ref, uid_ref, stage).await;
+                        }
+                    }
+                };
+                let ((result, node), ()) = tokio::join!(drain, writer);
+                let stage = match result {
+                    Ok(report) => {
+                        tracing::info!(%node, "drain complete");
+                        let took = (ctx.clock.now() - began).to_std().unwrap_or_default();
+                        ctx.telemetry.metrics.drain_completed(took);
+                        progress.send_replace(DrainProgress::Complete(report.clone()));
+                        Stage::Drained {
                             drain: Some(report),
-                        };
-                        report_drain_detached(ctx_ref, name_ref, uid_ref, stage).await;
+                        }
                     }
-                }
-            };
-            let ((result, node), ()) = tokio::join!(drain, writer);
-            let stage = match result {
-                Ok(report) => {
-                    tracing::info!(%node, nm = %name, "drain complete");
-                    progress.send_replace(DrainProgress::Complete(report.clone()));
-                    Stage::Drained {
-                        drain: Some(report),
+                    Err(err) => {
+                        tracing::warn!(%node, error = %err, "drain ended");
+                        ctx.telemetry.metrics.failed(err.category());
+                        progress.send_replace(DrainProgress::Ended(err.to_string()));
+                        Stage::DrainRestarting {
+                            error: err.to_string(),
+                        }
                     }
-                }
-                Err(err) => {
-                    tracing::warn!(%node, nm = %name, error = %err, "drain ended");
-                    progress.send_replace(DrainProgress::Ended(err.to_string()));
-                    Stage::DrainRestarting {
-                        error: err.to_string(),
-                    }
-                }
-            };
-            report_drain_detached(&ctx, &name, &uid, stage).await;
-        })
+                };
+                report_drain_detached(&ctx, &name, &uid, stage).await;
+            }
+            .instrument(span),
+        )
     }
 }
 
@@ -311,6 +330,7 @@ pub(super) fn watch_pods(
     let client = ctx.client.clone();
     let node = nm.spec.node_name.clone();
     let target = ObjectRef::from_obj(nm);
+    let span = tracing::error_span!("pod_watch", controller = metrics::NODE_MAINTENANCE, object = %nm.name_any());
     move || {
         tokio::spawn(async move {
             let pods: Api<Pod> = Api::all(client);
@@ -335,7 +355,7 @@ pub(super) fn watch_pods(
                     }
                 }
             }
-        })
+        }.instrument(span))
     }
 }
 

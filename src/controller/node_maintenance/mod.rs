@@ -37,11 +37,12 @@ pub use status::{
 
 use super::{LiveConfig, lease, node, quorum};
 use crate::api::FINALIZER;
-use crate::api::NodeMaintenance;
 use crate::api::conditions::{self, ConditionType};
+use crate::api::{MaintenancePhase, NodeMaintenance};
 use crate::clock::Clock;
 use crate::controller::events::{EventPublisher, EventType};
 use crate::drain::DrainSettings;
+use crate::telemetry::{self, Telemetry, metrics, registry};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
@@ -57,6 +58,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Event reasons, the same strings as medik8s.
 pub mod reasons {
@@ -226,6 +228,8 @@ pub struct Context {
     pub config: LiveConfig,
     /// Reconcile counts.
     pub stats: Arc<ReconcileStats>,
+    /// Metrics and readiness.
+    pub telemetry: Telemetry,
     drains: Arc<Drains>,
     /// The controller's cache of NodeMaintenances.
     nms: Store<NodeMaintenance>,
@@ -303,8 +307,7 @@ impl ReconcileError {
             ReconcileError::ListPods { .. } => "ListPods",
             ReconcileError::ListNodes { .. } => "ListNodes",
             ReconcileError::ListNodeMaintenances { .. } => "ListNodeMaintenances",
-            ReconcileError::Node(node::NodeError::GetNode { .. }) => "GetNode",
-            ReconcileError::Node(node::NodeError::PatchNode { .. }) => "PatchNode",
+            ReconcileError::Node(e) => e.category(),
             ReconcileError::Lease(e) => e.category(),
             ReconcileError::Finalizer(f) => match f.as_ref() {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.category(),
@@ -377,10 +380,26 @@ fn waits_for_quorum(nm: &NodeMaintenance) -> bool {
         .is_some_and(|c| c.reason == "QuorumWouldBeLost")
 }
 
+/// One reconcile, in a span naming the object, counted and timed in the metrics.
 async fn reconcile(nm: Arc<NodeMaintenance>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let span = telemetry::reconcile_span(metrics::NODE_MAINTENANCE, &nm.name_any());
+    let started = std::time::Instant::now();
+    let result = reconcile_counted(nm, &ctx).instrument(span).await;
+    ctx.telemetry.metrics.reconciled(
+        metrics::NODE_MAINTENANCE,
+        started.elapsed(),
+        result.as_ref().err().map(ReconcileError::category),
+    );
+    result
+}
+
+async fn reconcile_counted(
+    nm: Arc<NodeMaintenance>,
+    ctx: &Arc<Context>,
+) -> Result<Action, ReconcileError> {
     let name = nm.name_any();
     ctx.stats.started(&name);
-    let result = reconcile_fresh(&name, &nm, &ctx).await;
+    let result = reconcile_fresh(&name, &nm, ctx).await;
     ctx.stats.finished(&name);
     match result {
         Ok(Outcome::Gone) => {
@@ -406,7 +425,7 @@ enum Outcome {
 async fn apply(nm: Arc<NodeMaintenance>, ctx: &Arc<Context>) -> Result<Action, ReconcileError> {
     let observed = observe::observe(ctx, NodeMaintenance::clone(&nm)).await?;
     let plan = decide::decide(&observed, ctx.clock.now(), &ctx.config());
-    tracing::debug!(nm = %nm.name_any(), ?plan, "decided");
+    tracing::debug!(?plan, "decided");
     act::act(ctx, observed, plan).await
 }
 
@@ -465,34 +484,81 @@ fn error_policy(nm: Arc<NodeMaintenance>, err: &ReconcileError, ctx: Arc<Context
         config.error_retry_max,
         decide::seed_of(&name),
     );
-    tracing::warn!(%name, category = err.category(), error = %err, attempt, ?wait, "reconcile failed");
+    tracing::warn!(controller = metrics::NODE_MAINTENANCE, %name, category = err.category(), error = %err, attempt, ?wait, "reconcile failed");
     Action::requeue(real(&ctx, wait))
 }
 
-/// The parts of a NodeMaintenance controller that outlive its run: counters and drain tasks.
+/// The parts of a NodeMaintenance controller that outlive its run: counters, drain tasks,
+/// metrics and readiness.
 #[derive(Clone)]
 pub struct Shared {
     /// Reconcile counts.
     pub stats: Arc<ReconcileStats>,
     /// The running drains.
     pub drains: Arc<Drains>,
+    /// Metrics and readiness.
+    pub telemetry: Telemetry,
+}
+
+/// The NodeMaintenance phases of the cache, as `nmo_node_maintenances{phase}` and
+/// `nmo_nodes_in_maintenance` show them.
+fn maintenance_samples(
+    store: &Store<NodeMaintenance>,
+) -> (registry::Samples<1>, registry::Samples<0>) {
+    let mut by_phase: HashMap<&'static str, f64> = HashMap::new();
+    let mut nodes = std::collections::HashSet::new();
+    for nm in store.state() {
+        let phase = nm.status.as_ref().and_then(|s| s.phase);
+        let label = match phase {
+            None => "Pending",
+            Some(MaintenancePhase::Running) => "Running",
+            Some(MaintenancePhase::Succeeded) => "Succeeded",
+            Some(MaintenancePhase::Failed) => "Failed",
+        };
+        *by_phase.entry(label).or_default() += 1.0;
+        if phase != Some(MaintenancePhase::Failed) {
+            nodes.insert(nm.spec.node_name.clone());
+        }
+    }
+    let phases = metrics::PHASES
+        .iter()
+        .map(|p| ([p.to_string()], by_phase.get(p).copied().unwrap_or(0.0)))
+        .collect();
+    (phases, vec![([], nodes.len() as f64)])
 }
 
 /// Run the NodeMaintenance controller until `shutdown` resolves, then wait for the reconciles
 /// in flight. Every drain task is stopped when it returns ([`Drains::stop_all`]).
-pub async fn run(
+///
+/// Its cache is registered with `shared.telemetry.readiness` and its gauges with the metrics
+/// when this is called, before the returned future first runs.
+pub fn run(
     client: kube::Client,
     evictions: kube::Client,
     clock: Arc<dyn Clock>,
     config: LiveConfig,
     shared: Shared,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
-) {
+) -> impl Future<Output = ()> + Send {
     let controller = Controller::new(
         Api::<NodeMaintenance>::all(client.clone()),
         watcher::Config::default(),
     );
     let store = controller.store();
+    let telemetry = shared.telemetry.clone();
+    telemetry.readiness.track("NodeMaintenance", store.clone());
+    telemetry
+        .metrics
+        .controller_started(metrics::NODE_MAINTENANCE);
+    let (phases, nodes) = (store.clone(), store.clone());
+    telemetry
+        .metrics
+        .node_maintenances
+        .set_source(move || maintenance_samples(&phases).0);
+    telemetry
+        .metrics
+        .nodes_in_maintenance
+        .set_source(move || maintenance_samples(&nodes).1);
     let (wake, woken) = futures::channel::mpsc::unbounded();
     let ctx = Arc::new(Context {
         events: EventPublisher::new(client.clone(), clock.clone())
@@ -502,11 +568,12 @@ pub async fn run(
         clock,
         config,
         stats: shared.stats.clone(),
+        telemetry: telemetry.clone(),
         drains: shared.drains.clone(),
         nms: store.clone(),
         wake,
     });
-    controller
+    let controller = controller
         // A node appearing (or changing) wakes the NodeMaintenances naming it; a change of a
         // control-plane node also wakes those waiting for the control-plane quorum.
         .watches(
@@ -532,7 +599,11 @@ pub async fn run(
             if let Err(err) = result {
                 tracing::debug!(error = %err, "NodeMaintenance controller");
             }
-        })
-        .await;
-    shared.drains.stop_all().await;
+        });
+    async move {
+        controller.await;
+        shared.drains.stop_all().await;
+        telemetry.metrics.node_maintenances.clear_source();
+        telemetry.metrics.nodes_in_maintenance.clear_source();
+    }
 }

@@ -72,6 +72,17 @@ pub enum Stage {
     },
 }
 
+impl Stage {
+    /// The `category` of `nmo_failures_total` when this stage fails the NodeMaintenance.
+    pub fn failure_category(&self) -> Option<&'static str> {
+        match self {
+            Stage::NodeMissing => Some("NodeNotFound"),
+            Stage::LeaseLost { .. } => Some("LeaseLost"),
+            _ => None,
+        }
+    }
+}
+
 fn pod_refs(pods: &[crate::drain::PodKey]) -> (Vec<String>, Vec<PodReference>) {
     let names = pods.iter().map(|p| p.name.clone()).collect();
     let refs = pods

@@ -387,6 +387,7 @@ async fn a_status_write_that_lost_the_race_to_succeeded_neither_undoes_it_nor_em
         clock: Arc::new(crate::clock::SystemClock),
         config: crate::controller::ControllerConfig::default().into(),
         stats: Arc::default(),
+        telemetry: crate::telemetry::Telemetry::new(),
         drains: Arc::default(),
         nms: kube::runtime::reflector::store::Writer::default().as_reader(),
         wake: futures::channel::mpsc::unbounded().0,
