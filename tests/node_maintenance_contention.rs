@@ -88,6 +88,52 @@ async fn two_maintenances_of_one_node_keep_it_in_maintenance_until_the_last_is_d
     ctl.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_refused_by_its_budget_is_evicted_later_not_left_on_the_node() {
+    let c = cluster().await;
+    c.add_node("worker-1").await;
+    // Two replicas of a node agent that tolerates every taint, and a budget that lets only one
+    // go at a time. With no other node, the replacement of the first stays Pending, so the
+    // second is refused until a node for the replacement appears.
+    for name in ["agent-a", "agent-b"] {
+        c.create_pod(
+            NewPod::new(name)
+                .namespace("ops")
+                .on_node("worker-1")
+                .label("app", "agent")
+                .replica_set("agent")
+                .tolerating_everything()
+                .grace_period(0),
+        );
+    }
+    c.pdb("ops", "agent-pdb", "agent", 1).await;
+    let ctl = c.start_controller(test_config());
+    c.create_nm("nm-1", "worker-1").await;
+    let nm = c
+        .wait_nm("nm-1", "blocked by the budget", T, |nm| {
+            nm.status
+                .as_ref()
+                .and_then(|s| s.last_error.as_deref())
+                .is_some_and(|e| e.contains("agent-pdb"))
+        })
+        .await;
+    assert_eq!(phase(&nm), Some(MaintenancePhase::Running));
+    let still = c.pods_on("worker-1").await;
+    assert_eq!(still.len(), 1, "one replica left, refused: {still:?}");
+
+    // A node for the replacement: the budget allows the second eviction.
+    c.add_node("worker-2").await;
+    let nm = c.wait_phase("nm-1", MaintenancePhase::Succeeded, T).await;
+    assert_eq!(
+        c.pods_on("worker-1").await,
+        Vec::<String>::new(),
+        "Succeeded with a workload pod still on the node: {:?}",
+        nm.status
+    );
+    assert_eq!(c.pods_on("worker-2").await.len(), 2);
+    ctl.stop().await;
+}
+
 /// A watch of `name` from its current resourceVersion, opened before the change under test,
 /// so that a short-lived state (Running between two Succeeded) cannot be missed.
 async fn watch_from_now(

@@ -345,6 +345,7 @@ pub struct NewPod {
     mirror: bool,
     grace: Option<i64>,
     ready: bool,
+    tolerate_all: bool,
 }
 
 impl NewPod {
@@ -360,6 +361,7 @@ impl NewPod {
             mirror: false,
             grace: None,
             ready: true,
+            tolerate_all: false,
         }
     }
     /// Its namespace (created when missing).
@@ -400,6 +402,12 @@ impl NewPod {
     /// Not Ready (it does not count as healthy for PDBs).
     pub fn not_ready(mut self) -> Self {
         self.ready = false;
+        self
+    }
+    /// Tolerates every taint (`tolerations: [{operator: Exists}]`), as node agents do; its
+    /// replacements inherit that. DaemonSet pods always do.
+    pub fn tolerating_everything(mut self) -> Self {
+        self.tolerate_all = true;
         self
     }
 }
@@ -847,7 +855,7 @@ impl Store {
         if let Some(g) = p.grace {
             spec["terminationGracePeriodSeconds"] = json!(g);
         }
-        if matches!(&p.owner, Some((k, _)) if k == "DaemonSet") {
+        if p.tolerate_all || matches!(&p.owner, Some((k, _)) if k == "DaemonSet") {
             spec["tolerations"] = json!([{"operator": "Exists"}]);
         }
         // A pod given no node is scheduled as the scheduler would (with the workload
