@@ -390,6 +390,7 @@ async fn a_status_write_that_lost_the_race_to_succeeded_neither_undoes_it_nor_em
         drains: Arc::default(),
         nms: kube::runtime::reflector::store::Writer::default().as_reader(),
         wake: futures::channel::mpsc::unbounded().0,
+        quorum_guard: Default::default(),
     };
     let api = nm_api(&ctx);
     let created = api
@@ -768,6 +769,50 @@ mod decide_tests {
         ];
         let held: Vec<String> = holding_nodes(&this, &all).into_iter().collect();
         assert_eq!(held, ["b", "d", "e"]);
+    }
+
+    #[test]
+    fn a_refused_control_plane_maintenance_does_not_block_an_allowed_one() {
+        // cp-1, cp-2, cp-3; cp-3 NotReady. Maintenance of cp-1 would leave only cp-2: refused.
+        // Maintenance of cp-3 (already down) leaves cp-1 and cp-2: allowed, and the older,
+        // refused one must not count as holding cp-1.
+        let nodes = vec![
+            control_plane("cp-1", true),
+            control_plane("cp-2", true),
+            control_plane("cp-3", false),
+        ];
+        let refused = nm("nm-cp-1")
+            .on("cp-1")
+            .created(5)
+            .phase(MaintenancePhase::Running)
+            .condition(
+                ConditionType::Reconciling,
+                ConditionStatus::True,
+                "QuorumWouldBeLost",
+            )
+            .build();
+        let this = nm("nm-cp-3").on("cp-3").created(10);
+        let all = vec![refused.clone(), this.0.clone()];
+        let mut o = observed(this, Some(control_plane("cp-3", false)));
+        o.control_plane = nodes.clone();
+        o.in_maintenance = holding_nodes(&o.nm, &all);
+        assert!(o.in_maintenance.is_empty(), "{:?}", o.in_maintenance);
+        assert_eq!(
+            drain_step(&decide(&o, t(10), &config())),
+            Some(&DrainStep::Start),
+            "cp-3 proceeds"
+        );
+        // And the refused one stays refused once cp-3 is under maintenance.
+        let mut o = observed(NmB(refused.clone()), Some(control_plane("cp-1", true)));
+        o.control_plane = nodes;
+        o.in_maintenance = holding_nodes(&refused, &all);
+        assert!(matches!(
+            decide(&o, t(10), &config()),
+            Plan::Wait {
+                stage: Stage::QuorumWouldBeLost { .. },
+                ..
+            }
+        ));
     }
 
     #[test]
