@@ -224,6 +224,48 @@ fn succeed_maintenance_is_due_once_and_begin_maintenance_on_the_first_status() {
 }
 
 #[test]
+fn a_lease_create_error_keeps_succeeded_so_success_is_announced_once() {
+    let empty = NodeMaintenanceStatus::default();
+    let lease_error = || Stage::LeaseNotAcquired {
+        error: "etcd down".into(),
+    };
+    let running = step(&empty, Stage::Draining { drain: None }, 0);
+    let done = step(&running, Stage::Drained { drain: None }, 1);
+    // The lease is gone (deleted by someone) and creating it again fails.
+    let failing = step(&done, lease_error(), 2);
+    assert_eq!(failing.phase, Some(MaintenancePhase::Succeeded));
+    assert_eq!(
+        failing.last_error.as_deref(),
+        Some("failed to take the node lease: etcd down")
+    );
+    assert_eq!(cond(&failing, ConditionType::Ready), Some("True"));
+    assert_eq!(cond(&failing, ConditionType::Reconciling), None);
+    assert_eq!(events_for(&done, &failing), vec![]);
+    // The create works again: still the same completion, nothing to announce.
+    let held = desired_status(
+        &failing,
+        &Stage::Drained { drain: None },
+        true,
+        "n1",
+        Some(1),
+        t(3),
+    );
+    assert_eq!(held.phase, Some(MaintenancePhase::Succeeded));
+    assert_eq!(held.last_error, None);
+    assert_eq!(events_for(&failing, &held), vec![]);
+
+    // Before any success, and after a failure (the node appeared), it is Running.
+    let first = step(&empty, lease_error(), 0);
+    assert_eq!(first.phase, Some(MaintenancePhase::Running));
+    assert_eq!(cond(&first, ConditionType::Reconciling), Some("True"));
+    let missing = step(&empty, Stage::NodeMissing, 0);
+    let appeared = step(&missing, lease_error(), 1);
+    assert_eq!(appeared.phase, Some(MaintenancePhase::Running));
+    assert_eq!(cond(&appeared, ConditionType::Stalled), None);
+    assert_eq!(events_for(&missing, &appeared), vec![]);
+}
+
+#[test]
 fn failed_maintenance_is_due_on_entering_failed_only() {
     let empty = NodeMaintenanceStatus::default();
     let failed = step(&empty, Stage::NodeMissing, 0);
