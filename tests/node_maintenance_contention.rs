@@ -82,9 +82,11 @@ async fn two_maintenances_of_one_node_keep_it_in_maintenance_until_the_last_is_d
     assert!(nmo::controller::node::is_free_of_maintenance(&node));
     assert_eq!(c.leases().get_opt("node-worker-1").await.unwrap(), None);
     assert_eq!(c.events("worker-1", reasons::UNCORDON_NODE).await, 1);
-    // Nothing of either is left in memory.
-    eventually("counters and drains pruned", T, || async {
-        (ctl.stats().tracked() == 0 && ctl.running().active_drains() == 0).then_some(())
+    // Nothing of either is left in memory: counters, drains and pod watches.
+    eventually("counters, drains and pod watches pruned", T, || async {
+        let running = ctl.running();
+        (ctl.stats().tracked() == 0 && running.active_drains() == 0 && running.pod_watches() == 0)
+            .then_some(())
     })
     .await;
     ctl.stop().await;

@@ -175,6 +175,11 @@ impl Running {
     pub fn active_drains(&self) -> usize {
         self.drains.len()
     }
+
+    /// How many pod watches of `Succeeded` NodeMaintenances run.
+    pub fn pod_watches(&self) -> usize {
+        self.drains.watched()
+    }
 }
 
 fn shared() -> (node_maintenance::Shared, Running) {
