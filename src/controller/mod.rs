@@ -46,8 +46,9 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Build both clients from one configuration.
+    /// Build both clients from one configuration. They send the User-Agent `nmo/<version>`.
     pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
+        let config = with_user_agent(config);
         let api = kube::Client::try_from(config.clone())?;
         let mut no_retry = config;
         no_retry.default_retry = false;
@@ -73,6 +74,21 @@ impl Clients {
             evictions: client,
         }
     }
+}
+
+/// `config` with the User-Agent `nmo/<version>` (kube sends none of its own). The API server
+/// names the field manager of a write that gives none after the User-Agent up to its first
+/// `/`: kube-runtime's `finalizer()` patches without one, and is then recorded as `nmo`, the
+/// [`node::FIELD_MANAGER`] of every other write.
+fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    let agent = format!("{}/{}", node::FIELD_MANAGER, env!("CARGO_PKG_VERSION"));
+    if let Ok(value) = http::HeaderValue::from_str(&agent) {
+        config
+            .headers
+            .retain(|(name, _)| name != http::header::USER_AGENT);
+        config.headers.push((http::header::USER_AGENT, value));
+    }
+    config
 }
 
 /// Failures building [`Clients`].
