@@ -157,6 +157,47 @@ impl Env {
         }
     }
 
+    /// Wait (real time) until the virtual clock reads `at`.
+    async fn reach(&self, at: DateTime<Utc>) {
+        self.wait(&format!("the virtual clock to reach {at}"), 60, || async {
+            (self.clock.now() >= at).then_some(())
+        })
+        .await
+    }
+
+    fn stats(&self) -> Arc<nmo::controller::WindowStats> {
+        self.controllers
+            .as_ref()
+            .expect("controllers running")
+            .running()
+            .maintenance_window
+            .clone()
+    }
+
+    /// Poke the window `name` (an annotation) twice, each time waiting for a reconcile of it
+    /// to start after the poke. Reconciles of one window never overlap, so once the second has
+    /// started, the first, which started after this was called, has finished: what the window
+    /// does at the current (virtual) time is done, and an assertion that it did *not* do
+    /// something can follow.
+    async fn settle_window(&self, name: &str) {
+        let stats = self.stats();
+        for i in 0..2 {
+            let before = stats.reconciles_of(name);
+            let poke = format!("{}-{i}", self.clock.now().timestamp_micros());
+            let patch = serde_json::json!({"metadata": {"annotations": {"nmo.test/poke": poke}}});
+            self.windows()
+                .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+            self.wait(
+                &format!("a reconcile of {name} after poke {poke}"),
+                20,
+                || async { (stats.reconciles_of(name) > before).then_some(()) },
+            )
+            .await;
+        }
+    }
+
     async fn round_completed(&self, name: &str, number: i64) -> MaintenanceWindow {
         let windows = self.windows();
         self.wait(&format!("round {number} of {name} to complete"), 60, || {
@@ -539,11 +580,17 @@ async fn a_failure_past_max_failures_stalls_the_rollout() {
     assert!(stalled.message.contains("worker-01"), "{}", stalled.message);
     let now = env.clock.now();
     assert!(now >= at(2, 20), "failed only after nodeTimeout: {now}");
-    // Stalled: no other node is started while the window stays open.
-    let until = at(2, 50);
-    while env.clock.now() < until {
-        tokio::time::sleep(StdDuration::from_millis(50)).await;
-    }
+    // Stalled: no other node is started while the window stays open. A reconcile that started
+    // at 2:50 or later has finished when `settle_window` returns.
+    env.reach(at(2, 50)).await;
+    env.settle_window("fragile").await;
+    assert_eq!(
+        env.stats()
+            .created
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "only worker-01 was ever started"
+    );
     assert_eq!(env.created_nodes(), vec!["worker-01".to_string()]);
     let round = env.window("fragile").await.status.unwrap().round.unwrap();
     assert_eq!(round.failed, 1);
@@ -590,14 +637,21 @@ async fn suspend_and_dry_run_start_nothing_and_dry_run_shows_the_plan() {
             .iter()
             .any(|c| c.type_ == "Ready" && c.status == "True")
     );
-    while env.clock.now() < at(2, 30) {
-        tokio::time::sleep(StdDuration::from_millis(50)).await;
-    }
+    // Half an hour into the window, and a reconcile of each after that has finished.
+    env.reach(at(2, 30)).await;
+    env.settle_window("suspended").await;
+    env.settle_window("rehearsal").await;
     let nms = env.maintenances().list(&Default::default()).await.unwrap();
     assert!(
         nms.items.is_empty(),
         "suspend and dryRun create nothing: {:?}",
         nms.items
+    );
+    assert_eq!(
+        env.stats()
+            .created
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
     );
 }
 
@@ -739,9 +793,9 @@ async fn an_invalid_spec_that_slipped_past_admission_stalls_with_the_parser_mess
         "{}",
         ready.message
     );
-    while env.clock.now() < at(2, 20) {
-        tokio::time::sleep(StdDuration::from_millis(50)).await;
-    }
+    // Past the window's opening, and a reconcile after that has finished.
+    env.reach(at(2, 20)).await;
+    env.settle_window("typo").await;
     assert!(
         env.maintenances()
             .list(&Default::default())
@@ -750,6 +804,49 @@ async fn an_invalid_spec_that_slipped_past_admission_stalls_with_the_parser_mess
             .items
             .is_empty()
     );
+    assert_eq!(
+        env.stats()
+            .created
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_window_leaves_nothing_in_memory_even_when_its_last_reconcile_failed() {
+    let env = Env::new(at(1, 58), 1).await;
+    // Every read of the window fails: each reconcile of it fails and is retried with backoff.
+    env.sandbox
+        .faults()
+        .add(
+            FaultRule::new(Fault::Status(500))
+                .verbs(&["get"])
+                .resources(&["maintenancewindows"])
+                .names(&["flaky"]),
+        )
+        .unwrap();
+    env.apply_window(&window_yaml(
+        "flaky",
+        "  schedule: \"0 2 * * *\"\n  duration: 1h\n  release: {after: 5m}\n",
+    ))
+    .await;
+    let stats = env.stats();
+    env.wait("a failed reconcile of the window", 20, || async {
+        (stats.failing() == 1).then_some(())
+    })
+    .await;
+    // Deleted while failing: kube-runtime does not reconcile it again, and its failure count
+    // and reconcile count must not stay behind.
+    env.windows()
+        .delete("flaky", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.wait("the deleted window forgotten", 20, || async {
+        (stats.tracked() == 0).then_some(())
+    })
+    .await;
+    assert_eq!(stats.failing(), 0);
+    assert_eq!(stats.reconciles_of("flaky"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

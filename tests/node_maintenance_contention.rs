@@ -10,9 +10,11 @@ use kube::ResourceExt;
 use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
 use nmo::api::conditions::{self, ConditionType};
 use nmo::api::{MaintenancePhase, NodeMaintenance};
+use nmo::clock::{Clock, VirtualClock};
 use nmo::controller::node_maintenance::reasons;
 use nmo::sandbox::{Fault, FaultRule, NewPod};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
@@ -80,11 +82,59 @@ async fn two_maintenances_of_one_node_keep_it_in_maintenance_until_the_last_is_d
     assert!(nmo::controller::node::is_free_of_maintenance(&node));
     assert_eq!(c.leases().get_opt("node-worker-1").await.unwrap(), None);
     assert_eq!(c.events("worker-1", reasons::UNCORDON_NODE).await, 1);
-    // Nothing of either is left in memory.
-    eventually("counters and drains pruned", T, || async {
-        (ctl.stats().tracked() == 0 && ctl.running().active_drains() == 0).then_some(())
+    // Nothing of either is left in memory: counters, drains and pod watches.
+    eventually("counters, drains and pod watches pruned", T, || async {
+        let running = ctl.running();
+        (ctl.stats().tracked() == 0 && running.active_drains() == 0 && running.pod_watches() == 0)
+            .then_some(())
     })
     .await;
+    ctl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_refused_by_its_budget_is_evicted_later_not_left_on_the_node() {
+    let c = cluster().await;
+    c.add_node("worker-1").await;
+    // Two replicas of a node agent that tolerates every taint, and a budget that lets only one
+    // go at a time. With no other node, the replacement of the first stays Pending, so the
+    // second is refused until a node for the replacement appears.
+    for name in ["agent-a", "agent-b"] {
+        c.create_pod(
+            NewPod::new(name)
+                .namespace("ops")
+                .on_node("worker-1")
+                .label("app", "agent")
+                .replica_set("agent")
+                .tolerating_everything()
+                .grace_period(0),
+        );
+    }
+    c.pdb("ops", "agent-pdb", "agent", 1).await;
+    let ctl = c.start_controller(test_config());
+    c.create_nm("nm-1", "worker-1").await;
+    let nm = c
+        .wait_nm("nm-1", "blocked by the budget", T, |nm| {
+            nm.status
+                .as_ref()
+                .and_then(|s| s.last_error.as_deref())
+                .is_some_and(|e| e.contains("agent-pdb"))
+        })
+        .await;
+    assert_eq!(phase(&nm), Some(MaintenancePhase::Running));
+    let still = c.pods_on("worker-1").await;
+    assert_eq!(still.len(), 1, "one replica left, refused: {still:?}");
+
+    // A node for the replacement: the budget allows the second eviction.
+    c.add_node("worker-2").await;
+    let nm = c.wait_phase("nm-1", MaintenancePhase::Succeeded, T).await;
+    assert_eq!(
+        c.pods_on("worker-1").await,
+        Vec::<String>::new(),
+        "Succeeded with a workload pod still on the node: {:?}",
+        nm.status
+    );
+    assert_eq!(c.pods_on("worker-2").await.len(), 2);
     ctl.stop().await;
 }
 
@@ -206,10 +256,12 @@ async fn a_pod_bound_to_a_succeeded_node_is_drained_again_with_one_more_succeed_
 async fn renewals_failing_while_the_lease_is_still_valid_do_not_release_the_node() {
     let c = cluster().await;
     c.add_node("worker-1").await;
-    // Renewed at 3 s; four failures in a row (more than the 3 tolerated) all come before the
-    // 6 s lease expires.
-    let config = test_config().with_lease_duration(Duration::from_secs(6));
-    let ctl = c.start_controller(config);
+    // A virtual clock at real speed and the medik8s lease of an hour: once the clock is moved
+    // past the renewal point (half-way), four renewals in a row fail (more than the 3
+    // tolerated) with about half an hour of the lease left, however slow the machine.
+    let clock = VirtualClock::new(chrono::Utc::now(), 1.0);
+    let config = test_config().with_lease_duration(Duration::from_secs(3600));
+    let ctl = c.start_controller_on(config, Arc::new(clock.clone()));
     c.create_nm("nm-1", "worker-1").await;
     c.wait_phase("nm-1", MaintenancePhase::Succeeded, T).await;
     c.sandbox
@@ -221,6 +273,16 @@ async fn renewals_failing_while_the_lease_is_still_valid_do_not_release_the_node
                 .names(&["node-worker-1"])
                 .limit(4),
         )
+        .unwrap();
+    clock.advance(chrono::Duration::minutes(31));
+    // The controller sleeps until the renewal point in real time: a poke wakes it now.
+    c.nms()
+        .patch(
+            "nm-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"nmo.test/poke": "renew"}}})),
+        )
+        .await
         .unwrap();
     let nm = c
         .wait_nm("nm-1", "four failed renewals", T, |nm| {
@@ -236,9 +298,14 @@ async fn renewals_failing_while_the_lease_is_still_valid_do_not_release_the_node
         .await;
     assert_eq!(phase(&nm), Some(MaintenancePhase::Succeeded));
     assert!(in_maintenance(&c.nodes().get("worker-1").await.unwrap()));
-    assert_eq!(
-        lease_holder(&c, "worker-1").await.as_deref(),
-        Some("node-maintenance")
+    let lease = c.leases().get("node-worker-1").await.unwrap().spec.unwrap();
+    assert_eq!(lease.holder_identity.as_deref(), Some("node-maintenance"));
+    // The renewal that finally went through was made on the moved clock.
+    let renewed = lease.renew_time.unwrap().0.as_microsecond();
+    let moved = (clock.now() - chrono::Duration::minutes(30)).timestamp_micros();
+    assert!(
+        renewed >= moved,
+        "renewed at {renewed} µs, before the clock moved"
     );
     assert_eq!(c.events("nm-1", reasons::FAILED_MAINTENANCE).await, 0);
     ctl.stop().await;
@@ -308,6 +375,88 @@ async fn a_control_plane_node_waits_while_its_maintenance_would_break_the_quorum
     let nm = c.wait_phase("nm-cp", MaintenancePhase::Succeeded, T).await;
     assert_eq!(nm.status.unwrap().last_error, None);
     assert!(in_maintenance(&c.nodes().get("cp-1").await.unwrap()));
+    ctl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_control_plane_maintenance_does_not_hold_back_one_the_quorum_allows() {
+    let c = cluster().await;
+    for name in ["cp-1", "cp-2", "cp-3"] {
+        c.sandbox
+            .add_node(name, &[("node-role.kubernetes.io/control-plane", "")])
+            .unwrap();
+    }
+    c.sandbox.set_node_ready("cp-3", false).unwrap();
+    let ctl = c.start_controller(test_config());
+    c.create_nm("nm-cp-1", "cp-1").await;
+    c.wait_nm("nm-cp-1", "refused for the quorum", T, |nm| {
+        reason(nm, ConditionType::Reconciling).as_deref() == Some("QuorumWouldBeLost")
+    })
+    .await;
+    // cp-3 is down already: maintaining it leaves cp-1 and cp-2, a majority.
+    c.create_nm("nm-cp-3", "cp-3").await;
+    c.wait_phase("nm-cp-3", MaintenancePhase::Succeeded, T)
+        .await;
+    assert!(unschedulable(&c.nodes().get("cp-3").await.unwrap()));
+    assert!(!unschedulable(&c.nodes().get("cp-1").await.unwrap()));
+    ctl.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_control_plane_maintenances_allowed_by_one_change_never_both_cordon() {
+    let c = cluster().await;
+    let control_plane = ["cp-1", "cp-2", "cp-3"];
+    for name in control_plane {
+        c.sandbox
+            .add_node(name, &[("node-role.kubernetes.io/control-plane", "")])
+            .unwrap();
+    }
+    c.sandbox.set_node_ready("cp-3", false).unwrap();
+    let cordons = follow_cordons(&c.sandbox, &control_plane);
+    let ctl = c.start_controller(test_config());
+    for (nm, node) in [("nm-cp-1", "cp-1"), ("nm-cp-2", "cp-2")] {
+        c.create_nm(nm, node).await;
+        c.wait_nm(nm, "refused for the quorum", T, |nm| {
+            reason(nm, ConditionType::Reconciling).as_deref() == Some("QuorumWouldBeLost")
+        })
+        .await;
+    }
+    // cp-3 comes back: each maintenance alone would now keep a majority, both would not. The
+    // change wakes both at once, and each sees the other refused.
+    c.sandbox.set_node_ready("cp-3", true).unwrap();
+    let first = eventually("one of the two to succeed", T, || async {
+        for name in ["nm-cp-1", "nm-cp-2"] {
+            let nm = c.nms().get(name).await.ok()?;
+            if phase(&nm) == Some(MaintenancePhase::Succeeded) {
+                return Some(name);
+            }
+        }
+        None
+    })
+    .await;
+    let second = if first == "nm-cp-1" {
+        "nm-cp-2"
+    } else {
+        "nm-cp-1"
+    };
+    c.settle_nm(&ctl, second, "after-first").await;
+    let nm = c.nms().get(second).await.unwrap();
+    assert_eq!(
+        reason(&nm, ConditionType::Reconciling).as_deref(),
+        Some("QuorumWouldBeLost"),
+        "{second} must wait while {first} holds its node: {:?}",
+        nm.status
+    );
+    // The first is done: the second goes.
+    c.delete_nm(first).await;
+    wait_gone(&c.nms(), first, T).await;
+    c.wait_phase(second, MaintenancePhase::Succeeded, T).await;
+    let (lagged, most) = {
+        let log = cordons.lock().unwrap();
+        (log.lagged, log.most)
+    };
+    assert!(!lagged, "the node feed lagged: states were missed");
+    assert_eq!(most, 1, "two control-plane nodes cordoned at once");
     ctl.stop().await;
 }
 

@@ -4,7 +4,7 @@
 //! Included by the `node_maintenance*` test files with `#[path]`; compiled alone it has no tests.
 #![allow(dead_code)]
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -76,6 +76,15 @@ impl Cluster {
     /// Run the real controller in-process against this cluster.
     pub fn start_controller(&self, config: ControllerConfig) -> ControllerHandle {
         controller::start(self.clients.clone(), Arc::new(SystemClock), config)
+    }
+
+    /// Run the real controller on `clock` (a `VirtualClock` the test advances by hand).
+    pub fn start_controller_on(
+        &self,
+        config: ControllerConfig,
+        clock: Arc<dyn nmo::clock::Clock>,
+    ) -> ControllerHandle {
+        controller::start(self.clients.clone(), clock, config)
     }
 
     pub fn nodes(&self) -> Api<Node> {
@@ -342,10 +351,86 @@ pub fn unschedulable(node: &Node) -> bool {
         .unwrap_or(false)
 }
 
-/// Count events on a watch stream until `timeout`; used to prove the absence of churn.
-pub async fn count_nm_events(api: Api<NodeMaintenance>, name: &str, window: Duration) -> usize {
-    let wc = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let stream = watcher(api, wc).default_backoff().applied_objects();
-    // An observation window, not a wait for a condition: it proves that nothing happens.
-    stream.take_until(tokio::time::sleep(window)).count().await
+impl Cluster {
+    /// Poke the NodeMaintenance `name` (set the annotation `nmo.test/poke` to `poke`) and wait
+    /// until a reconcile of it that started after the poke has finished. Reconciles of one
+    /// object never overlap, so when as many have finished as had started after the poke,
+    /// whatever the controller does about the state at the poke is done: an assertion that
+    /// something did *not* happen can follow without an observation window.
+    pub async fn settle_nm(&self, ctl: &ControllerHandle, name: &str, poke: &str) {
+        let stats = ctl.stats();
+        let before = stats.of(name);
+        self.nms()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"nmo.test/poke": poke}}})),
+            )
+            .await
+            .expect("NodeMaintenance poked");
+        eventually(
+            &format!("a reconcile of {name} after poke {poke} to finish"),
+            Duration::from_secs(20),
+            || async {
+                let started = stats.of(name);
+                let finished = stats.finished_of(name);
+                (started > before && finished >= started).then_some(())
+            },
+        )
+        .await
+    }
+}
+
+/// Which nodes are cordoned, seen change by change in the sandbox's own feed (no watch that
+/// could resume or relist): the most at once among `among`, and whether the feed lagged.
+#[derive(Debug, Default)]
+pub struct CordonLog {
+    pub now: std::collections::BTreeSet<String>,
+    pub most: usize,
+    pub lagged: bool,
+}
+
+/// Follow the cordons of the nodes in `among` from now on.
+pub fn follow_cordons(sandbox: &Sandbox, among: &[&str]) -> Arc<std::sync::Mutex<CordonLog>> {
+    let log = Arc::new(std::sync::Mutex::new(CordonLog::default()));
+    let among: Vec<String> = among.iter().map(|s| s.to_string()).collect();
+    let mut observation = sandbox.observe("v1", "Node").expect("nodes observable");
+    let cordoned = |node: &serde_json::Value| node["spec"]["unschedulable"] == json!(true);
+    let record = {
+        let (log, among) = (log.clone(), among.clone());
+        move |node: &serde_json::Value, gone: bool| {
+            let name = node["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if !among.contains(&name) {
+                return;
+            }
+            let mut log = log.lock().unwrap();
+            if cordoned(node) && !gone {
+                log.now.insert(name);
+            } else {
+                log.now.remove(&name);
+            }
+            log.most = log.most.max(log.now.len());
+        }
+    };
+    for node in &observation.objects {
+        record(node, false);
+    }
+    let lag = log.clone();
+    tokio::spawn(async move {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match observation.changes.recv().await {
+                Ok(change) => record(
+                    &change.object,
+                    change.kind == nmo::sandbox::store::ChangeType::Deleted,
+                ),
+                Err(RecvError::Lagged(_)) => lag.lock().unwrap().lagged = true,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    log
 }

@@ -290,7 +290,7 @@ pub async fn write_lease(
             (_, Some(mut lease)) => {
                 lease.spec = Some(new_spec);
                 // `replace` carries the resourceVersion we read: a concurrent writer makes it 409.
-                api.replace(&name, &PostParams::default(), &lease)
+                api.replace(&name, &post_params(), &lease)
                     .await
                     .map(|_| ())
                     .map_err(|source| LeaseError::UpdateLease {
@@ -335,11 +335,11 @@ async fn create_lease(
         },
         spec: Some(spec),
     };
-    match api.create(&PostParams::default(), &lease).await {
+    match api.create(&post_params(), &lease).await {
         Ok(_) => Ok(()),
         Err(source) if is_status(&source, 404) => {
             create_namespace(client).await?;
-            api.create(&PostParams::default(), &lease)
+            api.create(&post_params(), &lease)
                 .await
                 .map(|_| ())
                 .map_err(|source| LeaseError::CreateLease {
@@ -363,6 +363,14 @@ async fn create_lease(
     }
 }
 
+/// Create and replace with nmo's field manager, as every other write of the controllers.
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(crate::controller::node::FIELD_MANAGER.to_string()),
+        ..PostParams::default()
+    }
+}
+
 async fn create_namespace(client: &kube::Client) -> Result<(), LeaseError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns = Namespace {
@@ -372,7 +380,7 @@ async fn create_namespace(client: &kube::Client) -> Result<(), LeaseError> {
         },
         ..Default::default()
     };
-    match api.create(&PostParams::default(), &ns).await {
+    match api.create(&post_params(), &ns).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.is_already_exists() || s.code == 409 => Ok(()),
         Err(source) => Err(LeaseError::CreateNamespace { source }),

@@ -48,7 +48,7 @@ use crate::rollout::{
 use crate::schedule::{WindowPolicy, selector_matches};
 use crate::telemetry::{self, Telemetry, metrics, registry};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -157,6 +157,46 @@ pub struct WindowStats {
     pub deleted: AtomicU64,
     /// Events published.
     pub events: AtomicU64,
+    /// Reconciles started, per window. An entry goes when its window is deleted.
+    per_window: Mutex<HashMap<String, u64>>,
+    /// Consecutive failed reconciles per window, for the backoff; reset on success, pruned
+    /// when the window is deleted.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl WindowStats {
+    /// Reconciles of the window `name` started so far (0 once it is deleted and forgotten).
+    pub fn reconciles_of(&self, name: &str) -> u64 {
+        lock(&self.per_window).get(name).copied().unwrap_or(0)
+    }
+
+    /// How many windows have a count of consecutive failures (for tests: a deleted window's
+    /// is forgotten).
+    pub fn failing(&self) -> usize {
+        lock(&self.failures).len()
+    }
+
+    /// How many windows have any per-window entry (for tests: pruned when they are gone).
+    pub fn tracked(&self) -> usize {
+        let mut names: BTreeSet<String> = lock(&self.per_window).keys().cloned().collect();
+        names.extend(lock(&self.failures).keys().cloned());
+        names.len()
+    }
+
+    fn started(&self, name: &str) {
+        self.reconciles.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.per_window).entry(name.to_string()).or_default() += 1;
+    }
+
+    /// Keep the per-window entries of the windows `live` says exist.
+    fn retain_windows(&self, live: impl Fn(&str) -> bool) {
+        lock(&self.per_window).retain(|n, _| live(n));
+        lock(&self.failures).retain(|n, _| live(n));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A NodeMaintenance nmo is creating or has just created, until the cache has it.
@@ -277,6 +317,11 @@ impl Placeholders {
         self.lock().retain(|_, p| p.window != window);
     }
 
+    /// Keep only the entries of the windows `live` says exist.
+    pub fn retain_windows(&self, live: impl Fn(&str) -> bool) {
+        self.lock().retain(|_, p| live(&p.window));
+    }
+
     /// How many entries there are.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -300,9 +345,6 @@ struct Context {
     telemetry: Telemetry,
     events: EventPublisher,
     placeholders: Placeholders,
-    /// Consecutive failed reconciles per window, for the backoff; reset on success, pruned
-    /// when the window is deleted.
-    failures: Mutex<HashMap<String, u32>>,
     /// When a window whose reconcile failed after planning must be looked at again anyway
     /// (the plan's own wake-up: a window closing, a release due), so that an error backoff
     /// never postpones it.
@@ -333,7 +375,7 @@ impl Context {
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.stats.failures)
     }
 }
 
@@ -425,14 +467,28 @@ pub fn run(
         stats,
         telemetry: telemetry.clone(),
         placeholders: Placeholders::default(),
-        failures: Mutex::new(HashMap::new()),
         wakes: Mutex::new(HashMap::new()),
     });
 
-    let controller = Controller::new(
-        Api::<MaintenanceWindow>::all(client),
-        watcher::Config::default(),
-    );
+    // kube-runtime never reconciles a window that is gone from its cache, so what is held in
+    // memory for a deleted window is forgotten here: after a deletion, and after a relist
+    // (which drops windows deleted while the watch was down without a Delete event).
+    let (window_store, window_writer) = reflector::store();
+    let sweep = (ctx.clone(), window_store.clone());
+    let window_changes = reflector(
+        window_writer,
+        watcher(
+            Api::<MaintenanceWindow>::all(client),
+            watcher::Config::default(),
+        ),
+    )
+    .inspect_ok(move |event| {
+        if matches!(event, watcher::Event::Delete(_) | watcher::Event::InitDone) {
+            forget_gone_windows(&sweep.0, &sweep.1);
+        }
+    })
+    .applied_objects();
+    let controller = Controller::for_stream(window_changes, window_store);
     let windows = controller.store();
     telemetry
         .readiness
@@ -584,17 +640,25 @@ async fn reconcile(
 
 /// Forget everything held in memory for a window that is gone.
 fn forget_window(ctx: &Context, name: &str) {
-    ctx.failures().remove(name);
+    ctx.stats.retain_windows(|n| n != name);
     ctx.wakes().remove(name);
     ctx.placeholders.forget_window(name);
+}
+
+/// Forget everything held in memory for the windows no longer in `windows` (the cache).
+fn forget_gone_windows(ctx: &Context, windows: &Store<MaintenanceWindow>) {
+    let live: BTreeSet<String> = windows.state().iter().map(|w| w.name_any()).collect();
+    ctx.stats.retain_windows(|n| live.contains(n));
+    ctx.wakes().retain(|n, _| live.contains(n));
+    ctx.placeholders.retain_windows(|n| live.contains(n));
 }
 
 async fn reconcile_window(
     cached: Arc<MaintenanceWindow>,
     ctx: Arc<Context>,
 ) -> Result<Action, WindowError> {
-    ctx.stats.reconciles.fetch_add(1, Ordering::Relaxed);
     let name = cached.name_any();
+    ctx.stats.started(&name);
     // Plans need complete caches: a partial node list would look like deleted nodes.
     let caches_ready = async {
         let _ = ctx.nodes.wait_until_ready().await;

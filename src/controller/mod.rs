@@ -50,8 +50,10 @@ pub struct Clients {
 
 impl Clients {
     /// Build both clients from one configuration, with no client-side rate limit (tests and
-    /// `nmo simulate`; `nmo run` uses [`Clients::from_config_with_rate_limit`]).
+    /// `nmo simulate`; `nmo run` uses [`Clients::from_config_with_rate_limit`]). They send the
+    /// User-Agent `nmo/<version>`.
     pub fn from_config(config: kube::Config) -> Result<Self, kube::Error> {
+        let config = with_user_agent(config);
         let api = kube::Client::try_from(config.clone())?;
         let mut no_retry = config;
         no_retry.default_retry = false;
@@ -64,7 +66,8 @@ impl Clients {
     ///
     /// The limiter sits below the API client's retry of 429, 503 and 504 answers (kube's
     /// default retry policy, rebuilt here around the limiter), so every retry takes a token
-    /// too. The eviction client has no retry, as in [`Clients::from_config`].
+    /// too. The eviction client has no retry, as in [`Clients::from_config`]. They send the
+    /// User-Agent `nmo/<version>`.
     pub fn from_config_with_rate_limit(
         config: kube::Config,
         limit: RateLimit,
@@ -72,7 +75,7 @@ impl Clients {
         use kube::client::ClientBuilder;
         use kube::client::retry::RetryPolicy;
         let limiter = RateLimiter::new(limit);
-        let mut no_retry = config;
+        let mut no_retry = with_user_agent(config);
         no_retry.default_retry = false;
         let api = ClientBuilder::try_from(no_retry.clone())?
             .with_layer(&rate_limit::RateLimitLayer::new(limiter.clone()))
@@ -105,6 +108,21 @@ impl Clients {
             evictions: client,
         }
     }
+}
+
+/// `config` with the User-Agent `nmo/<version>` (kube sends none of its own). The API server
+/// names the field manager of a write that gives none after the User-Agent up to its first
+/// `/`: kube-runtime's `finalizer()` patches without one, and is then recorded as `nmo`, the
+/// [`node::FIELD_MANAGER`] of every other write.
+fn with_user_agent(mut config: kube::Config) -> kube::Config {
+    let agent = format!("{}/{}", node::FIELD_MANAGER, env!("CARGO_PKG_VERSION"));
+    if let Ok(value) = http::HeaderValue::from_str(&agent) {
+        config
+            .headers
+            .retain(|(name, _)| name != http::header::USER_AGENT);
+        config.headers.push((http::header::USER_AGENT, value));
+    }
+    config
 }
 
 /// Failures building [`Clients`].
@@ -208,6 +226,11 @@ impl Running {
     /// How many drains are in progress.
     pub fn active_drains(&self) -> usize {
         self.drains.len()
+    }
+
+    /// How many pod watches of `Succeeded` NodeMaintenances run.
+    pub fn pod_watches(&self) -> usize {
+        self.drains.watched()
     }
 }
 

@@ -187,7 +187,10 @@ pub struct DrainState {
     in_flight: BTreeSet<PodKey>,
     watch_error: Option<String>,
     evicted_uids: BTreeSet<String>,
-    evicted_origins: BTreeSet<String>,
+    /// For each origin (controller uid) one of whose pods this drain evicted: the uids of its
+    /// pods that were on the node then. A pod of that origin that is not among them arrived
+    /// later: a replacement.
+    evicted_origins: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl DrainState {
@@ -205,18 +208,24 @@ impl DrainState {
             in_flight: BTreeSet::new(),
             watch_error: None,
             evicted_uids: BTreeSet::new(),
-            evicted_origins: BTreeSet::new(),
+            evicted_origins: BTreeMap::new(),
         }
     }
 
     /// Whether `pod` is a replacement of a pod this drain evicted that tolerates the
     /// unschedulable taint: evicting it too would go on for ever, so it is left (and reported).
+    ///
+    /// A replacement is a pod of an evicted pod's origin that was *not* on the node when that
+    /// pod was evicted. A sibling that was already there (a second replica whose eviction a
+    /// budget refused) is no replacement: it is evicted like any other pod.
     fn is_left(&self, pod: &Pod) -> bool {
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
         tolerates_unschedulable(pod)
-            && !self
-                .evicted_uids
-                .contains(pod.metadata.uid.as_deref().unwrap_or_default())
-            && self.evicted_origins.contains(&origin(pod))
+            && !self.evicted_uids.contains(uid)
+            && self
+                .evicted_origins
+                .get(&origin(pod))
+                .is_some_and(|present| !present.contains(uid))
     }
 
     /// The drain plan of the pods that are not left alone.
@@ -304,7 +313,19 @@ impl DrainState {
                     if let Some(uid) = &p.metadata.uid {
                         self.evicted_uids.insert(uid.clone());
                     }
-                    self.evicted_origins.insert(origin(p));
+                    // The pods of this origin on the node now, less those already left as
+                    // replacements: later arrivals are replacements, these are not.
+                    let from = origin(p);
+                    let present: Vec<String> = self
+                        .pods
+                        .values()
+                        .filter(|q| origin(q) == from && !self.is_left(q))
+                        .filter_map(|q| q.metadata.uid.clone())
+                        .collect();
+                    self.evicted_origins
+                        .entry(from)
+                        .or_default()
+                        .extend(present);
                 }
                 self.attempts.insert(
                     pod,
@@ -925,5 +946,44 @@ mod tests {
         // A pod that does not tolerate the cordon and lands anyway is still evicted.
         s.observe(watcher::Event::Apply(pod("bound").uid("u3").build()));
         assert_eq!(s.start_due_evictions(later), vec![key("bound")]);
+    }
+
+    #[test]
+    fn a_sibling_that_was_on_the_node_when_its_twin_was_evicted_is_still_evicted() {
+        // Two replicas of one ReplicaSet, both tolerating the cordon; a budget lets one go.
+        let replica = |name: &str, uid: &str| {
+            pod(name)
+                .owned_by("ReplicaSet")
+                .tolerating_unschedulable()
+                .uid(uid)
+                .build()
+        };
+        let mut s = listed(vec![replica("web-1", "u1"), replica("web-2", "u2")]);
+        let now = Instant::now();
+        assert_eq!(s.start_due_evictions(now), vec![key("web-1"), key("web-2")]);
+        s.record(key("web-1"), EvictionOutcome::Evicted, now);
+        s.record(
+            key("web-2"),
+            EvictionOutcome::Blocked {
+                budget: Some("web-pdb".into()),
+                message: "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+            },
+            now,
+        );
+        let r = s.report();
+        assert!(!r.complete, "web-2 is still on the node: {r:?}");
+        assert!(r.left.is_empty(), "nothing came back: {:?}", r.left);
+        assert_eq!(r.pending, vec![key("web-1"), key("web-2")]);
+        assert_eq!(r.blocked.len(), 1);
+        let retry = now + Duration::from_secs(1);
+        assert_eq!(s.start_due_evictions(retry), vec![key("web-2")]);
+        // The replacement of web-1 comes back to the node: that one is left.
+        s.observe(watcher::Event::Delete(replica("web-1", "u1")));
+        s.observe(watcher::Event::Apply(replica("web-3", "u3")));
+        s.record(key("web-2"), EvictionOutcome::Evicted, retry);
+        s.observe(watcher::Event::Delete(replica("web-2", "u2")));
+        let r = s.report();
+        assert!(r.complete, "{r:?}");
+        assert_eq!(r.left, vec![key("web-3")]);
     }
 }

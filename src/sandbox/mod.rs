@@ -335,6 +335,15 @@ pub struct Sandbox {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// What [`Sandbox::observe`] gives: the objects of a kind as they were, and every change after.
+#[derive(Debug)]
+pub struct Observation {
+    /// The objects when observation started.
+    pub objects: Vec<Value>,
+    /// Every later change, in resourceVersion order.
+    pub changes: tokio::sync::broadcast::Receiver<Arc<store::Change>>,
+}
+
 /// A pod for [`Sandbox::create_pod`].
 #[derive(Debug, Clone)]
 pub struct NewPod {
@@ -346,6 +355,7 @@ pub struct NewPod {
     mirror: bool,
     grace: Option<i64>,
     ready: bool,
+    tolerate_all: bool,
 }
 
 impl NewPod {
@@ -361,6 +371,7 @@ impl NewPod {
             mirror: false,
             grace: None,
             ready: true,
+            tolerate_all: false,
         }
     }
     /// Its namespace (created when missing).
@@ -401,6 +412,12 @@ impl NewPod {
     /// Not Ready (it does not count as healthy for PDBs).
     pub fn not_ready(mut self) -> Self {
         self.ready = false;
+        self
+    }
+    /// Tolerates every taint (`tolerations: [{operator: Exists}]`), as node agents do; its
+    /// replacements inherit that. DaemonSet pods always do.
+    pub fn tolerating_everything(mut self) -> Self {
+        self.tolerate_all = true;
         self
     }
 }
@@ -513,6 +530,30 @@ impl Sandbox {
                 })
             })
             .collect()
+    }
+
+    /// Observe every change of a kind from now on, in process: `observe("v1", "Node")`.
+    ///
+    /// Unlike a watch, this view is not subject to fault rules, watch timeouts or the expiry
+    /// of the watch history, so it never resumes and never relists: an observer that must see
+    /// every state (a test checking a budget under faults) uses it. The snapshot and the start
+    /// of the feed are taken under one lock, so no change falls between them. A receiver that
+    /// falls more than 8192 changes behind gets `RecvError::Lagged` and has missed states.
+    pub fn observe(&self, api_version: &str, kind: &str) -> Result<Observation, SandboxError> {
+        let store = self.shared.lock();
+        let rt = store.type_of_kind(api_version, kind).ok_or_else(|| {
+            SandboxError::api(format!("observe {kind}"), ApiError::no_such_resource())
+        })?;
+        let key = rt.store_key();
+        let objects = store
+            .list(&key, "", &Default::default(), &Default::default())
+            .into_iter()
+            .map(|o| (*o).clone())
+            .collect();
+        let (_, changes) = store
+            .subscribe(&key, None)
+            .map_err(|e| SandboxError::api(format!("observe {kind}"), e))?;
+        Ok(Observation { objects, changes })
     }
 
     /// Create or replace one object, bypassing admission but not CR validation.
@@ -865,7 +906,7 @@ impl Store {
         if let Some(g) = p.grace {
             spec["terminationGracePeriodSeconds"] = json!(g);
         }
-        if matches!(&p.owner, Some((k, _)) if k == "DaemonSet") {
+        if p.tolerate_all || matches!(&p.owner, Some((k, _)) if k == "DaemonSet") {
             spec["tolerations"] = json!([{"operator": "Exists"}]);
         }
         // A pod given no node is scheduled as the scheduler would (with the workload

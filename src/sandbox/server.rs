@@ -299,9 +299,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
     let user_agent = req
         .headers()
         .get(header::USER_AGENT)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("unknown")
-        .to_string();
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+        .unwrap_or_default();
     let body = if matches!(
         method,
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
@@ -340,14 +339,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         dry_run: query.all("dryRun").iter().any(|d| d == "All"),
         manager: query
             .get("fieldManager")
+            .filter(|m| !m.is_empty())
             .map(str::to_string)
-            .unwrap_or_else(|| {
-                user_agent
-                    .split('/')
-                    .next()
-                    .unwrap_or("unknown")
-                    .to_string()
-            }),
+            .unwrap_or_else(|| manager_from_user_agent(&user_agent)),
         version: target.version.clone(),
         strict: query.get("fieldValidation") == Some("Strict"),
     };
@@ -919,6 +913,32 @@ fn apply_conflict(rt: &ResourceType, name: &str, conflicts: Vec<patch::Conflict>
 }
 
 /// An object as a client asked for it: events through their API, apiVersion of the request.
+/// The field manager of a write that names none, as kube-apiserver derives it from the
+/// User-Agent: the part before the first `/`, without unprintable characters, cut at 128 bytes
+/// (`kubectl/v1.32.0 (linux/amd64)` gives `kubectl`), and `unknown` when that leaves nothing
+/// (no User-Agent, or one starting with `/`), as measured on kube-apiserver v1.37
+/// (tests/real_cluster_names.rs). Printable is approximated as Go's `unicode.IsPrint` for all
+/// but format and private-use characters: not a control character, and no whitespace other
+/// than the ASCII space.
+pub fn manager_from_user_agent(user_agent: &str) -> String {
+    const MAX: usize = 128;
+    let prefix = user_agent.split('/').next().unwrap_or_default();
+    let mut manager = String::new();
+    for c in prefix
+        .chars()
+        .filter(|c| !c.is_control() && (*c == ' ' || !c.is_whitespace()))
+    {
+        if manager.len() + c.len_utf8() > MAX {
+            break;
+        }
+        manager.push(c);
+    }
+    if manager.is_empty() {
+        manager.push_str("unknown");
+    }
+    manager
+}
+
 pub(crate) fn output(rt: &ResourceType, version: &str, obj: &Value) -> Value {
     if rt.stored_as.is_some() && rt.group == "events.k8s.io" {
         return events::to_new(obj);
@@ -1288,6 +1308,26 @@ fn watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_manager_is_named_after_the_user_agent_as_kube_apiserver_does() {
+        let long = format!("{}/1", "é".repeat(100));
+        let cases = [
+            (
+                "kubectl/v1.32.0 (linux/amd64) kubernetes/abc",
+                "kubectl".to_string(),
+            ),
+            ("nmo/0.1.0", "nmo".into()),
+            ("plain agent", "plain agent".into()),
+            ("a\tb/1", "ab".into()),
+            ("", "unknown".into()),
+            ("/x", "unknown".into()),
+            (long.as_str(), "é".repeat(64)),
+        ];
+        for (agent, manager) in cases {
+            assert_eq!(manager_from_user_agent(agent), manager, "{agent:?}");
+        }
+    }
 
     #[test]
     fn query_strings_are_decoded() {

@@ -257,7 +257,15 @@ pub fn drift(node: &Node, pods: &[Pod]) -> Option<String> {
 /// nodes of the other live NodeMaintenances that have got past the quorum (`Succeeded`, or
 /// draining), and of those created before `this` (ties broken by name), which go first. So two
 /// NodeMaintenances of control-plane nodes created together never both cordon, and never
-/// both wait for each other. `Failed` ones hold nothing. `this`'s own node is never counted.
+/// both wait for each other. `Failed` ones hold nothing, and neither do those refused by the
+/// quorum themselves (Reconciling reason `QuorumWouldBeLost`): they never cordoned, and
+/// counting them would let a refused one block one that is allowed. `this`'s own node is never
+/// counted.
+///
+/// This reads the cache, which may lag: a refused one may have just passed and cordoned. The
+/// quorum is therefore checked on control-plane nodes read fresh, where such a node shows
+/// cordoned, and the reconciler serialises "check + cordon" of control-plane nodes
+/// (`Context::quorum_guard`), so two checks never both pass on the same reads.
 pub fn holding_nodes(this: &NodeMaintenance, all: &[NodeMaintenance]) -> BTreeSet<String> {
     let key = |nm: &NodeMaintenance| {
         (
@@ -269,6 +277,7 @@ pub fn holding_nodes(this: &NodeMaintenance, all: &[NodeMaintenance]) -> BTreeSe
         .filter(|o| o.metadata.uid != this.metadata.uid)
         .filter(|o| o.spec.node_name != this.spec.node_name)
         .filter(|o| phase(o) != Some(MaintenancePhase::Failed))
+        .filter(|o| reconciling_reason(o).as_deref() != Some("QuorumWouldBeLost"))
         .filter(|o| {
             phase(o) == Some(MaintenancePhase::Succeeded)
                 || matches!(

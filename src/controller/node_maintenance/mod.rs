@@ -235,6 +235,12 @@ pub struct Context {
     nms: Store<NodeMaintenance>,
     /// Wakes the reconciler of a NodeMaintenance (pod watches, siblings, quorum waiters).
     wake: UnboundedSender<ObjectRef<NodeMaintenance>>,
+    /// Held from the quorum check of a control-plane node not yet in maintenance until it is
+    /// cordoned (or the check refused it), with the reads the check uses made under it. Two
+    /// such NodeMaintenances deciding at once would otherwise each read the other's node
+    /// before either cordons, and both pass. Only these reconciles take it; one process acts
+    /// at a time (leader election), so an in-process lock is enough.
+    quorum_guard: tokio::sync::Mutex<()>,
 }
 
 /// Errors of one reconcile. Expected states (missing node, lease held elsewhere, PDB refusals)
@@ -423,7 +429,16 @@ enum Outcome {
 }
 
 async fn apply(nm: Arc<NodeMaintenance>, ctx: &Arc<Context>) -> Result<Action, ReconcileError> {
-    let observed = observe::observe(ctx, NodeMaintenance::clone(&nm)).await?;
+    let mut observed = observe::observe(ctx, NodeMaintenance::clone(&nm)).await?;
+    // The quorum is checked (control-plane nodes were read): check and cordon under the guard,
+    // on reads made under it, so a node another reconcile just cordoned shows cordoned.
+    let _guard = if observed.control_plane.is_empty() {
+        None
+    } else {
+        let guard = ctx.quorum_guard.lock().await;
+        observed = observe::observe(ctx, NodeMaintenance::clone(&nm)).await?;
+        Some(guard)
+    };
     let plan = decide::decide(&observed, ctx.clock.now(), &ctx.config());
     tracing::debug!(?plan, "decided");
     act::act(ctx, observed, plan).await
@@ -572,6 +587,7 @@ pub fn run(
         drains: shared.drains.clone(),
         nms: store.clone(),
         wake,
+        quorum_guard: tokio::sync::Mutex::new(()),
     });
     let controller = controller
         // A node appearing (or changing) wakes the NodeMaintenances naming it; a change of a

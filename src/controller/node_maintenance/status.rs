@@ -137,11 +137,18 @@ pub fn desired_status(
         }
         Stage::LeaseNotAcquired { error } => {
             let message = format!("failed to take the node lease: {error}");
-            s.phase = Some(MaintenancePhase::Running);
             s.last_error = Some(message.clone());
-            conds = set(&conds, Ready, False, "LeaseError", &message);
-            conds = set(&conds, Reconciling, True, "LeaseError", &message);
-            conds = conditions::remove(&conds, Stalled);
+            // A `Succeeded` node is still cordoned and drained; only the lease (deleted by
+            // someone, say) is being taken again. It stays `Succeeded`, so no second
+            // `SucceedMaintenance` follows without a new completion. Otherwise (first
+            // acquisition, or a `Failed` one whose node appeared) it is `Running`: keeping
+            // `Failed` would announce a new failure for what is a retry.
+            if s.phase != Some(MaintenancePhase::Succeeded) {
+                s.phase = Some(MaintenancePhase::Running);
+                conds = set(&conds, Ready, False, "LeaseError", &message);
+                conds = set(&conds, Reconciling, True, "LeaseError", &message);
+                conds = conditions::remove(&conds, Stalled);
+            }
         }
         Stage::Drifted { what } => {
             let message = format!(

@@ -224,6 +224,48 @@ fn succeed_maintenance_is_due_once_and_begin_maintenance_on_the_first_status() {
 }
 
 #[test]
+fn a_lease_create_error_keeps_succeeded_so_success_is_announced_once() {
+    let empty = NodeMaintenanceStatus::default();
+    let lease_error = || Stage::LeaseNotAcquired {
+        error: "etcd down".into(),
+    };
+    let running = step(&empty, Stage::Draining { drain: None }, 0);
+    let done = step(&running, Stage::Drained { drain: None }, 1);
+    // The lease is gone (deleted by someone) and creating it again fails.
+    let failing = step(&done, lease_error(), 2);
+    assert_eq!(failing.phase, Some(MaintenancePhase::Succeeded));
+    assert_eq!(
+        failing.last_error.as_deref(),
+        Some("failed to take the node lease: etcd down")
+    );
+    assert_eq!(cond(&failing, ConditionType::Ready), Some("True"));
+    assert_eq!(cond(&failing, ConditionType::Reconciling), None);
+    assert_eq!(events_for(&done, &failing), vec![]);
+    // The create works again: still the same completion, nothing to announce.
+    let held = desired_status(
+        &failing,
+        &Stage::Drained { drain: None },
+        true,
+        "n1",
+        Some(1),
+        t(3),
+    );
+    assert_eq!(held.phase, Some(MaintenancePhase::Succeeded));
+    assert_eq!(held.last_error, None);
+    assert_eq!(events_for(&failing, &held), vec![]);
+
+    // Before any success, and after a failure (the node appeared), it is Running.
+    let first = step(&empty, lease_error(), 0);
+    assert_eq!(first.phase, Some(MaintenancePhase::Running));
+    assert_eq!(cond(&first, ConditionType::Reconciling), Some("True"));
+    let missing = step(&empty, Stage::NodeMissing, 0);
+    let appeared = step(&missing, lease_error(), 1);
+    assert_eq!(appeared.phase, Some(MaintenancePhase::Running));
+    assert_eq!(cond(&appeared, ConditionType::Stalled), None);
+    assert_eq!(events_for(&missing, &appeared), vec![]);
+}
+
+#[test]
 fn failed_maintenance_is_due_on_entering_failed_only() {
     let empty = NodeMaintenanceStatus::default();
     let failed = step(&empty, Stage::NodeMissing, 0);
@@ -391,6 +433,7 @@ async fn a_status_write_that_lost_the_race_to_succeeded_neither_undoes_it_nor_em
         drains: Arc::default(),
         nms: kube::runtime::reflector::store::Writer::default().as_reader(),
         wake: futures::channel::mpsc::unbounded().0,
+        quorum_guard: Default::default(),
     };
     let api = nm_api(&ctx);
     let created = api
@@ -769,6 +812,50 @@ mod decide_tests {
         ];
         let held: Vec<String> = holding_nodes(&this, &all).into_iter().collect();
         assert_eq!(held, ["b", "d", "e"]);
+    }
+
+    #[test]
+    fn a_refused_control_plane_maintenance_does_not_block_an_allowed_one() {
+        // cp-1, cp-2, cp-3; cp-3 NotReady. Maintenance of cp-1 would leave only cp-2: refused.
+        // Maintenance of cp-3 (already down) leaves cp-1 and cp-2: allowed, and the older,
+        // refused one must not count as holding cp-1.
+        let nodes = vec![
+            control_plane("cp-1", true),
+            control_plane("cp-2", true),
+            control_plane("cp-3", false),
+        ];
+        let refused = nm("nm-cp-1")
+            .on("cp-1")
+            .created(5)
+            .phase(MaintenancePhase::Running)
+            .condition(
+                ConditionType::Reconciling,
+                ConditionStatus::True,
+                "QuorumWouldBeLost",
+            )
+            .build();
+        let this = nm("nm-cp-3").on("cp-3").created(10);
+        let all = vec![refused.clone(), this.0.clone()];
+        let mut o = observed(this, Some(control_plane("cp-3", false)));
+        o.control_plane = nodes.clone();
+        o.in_maintenance = holding_nodes(&o.nm, &all);
+        assert!(o.in_maintenance.is_empty(), "{:?}", o.in_maintenance);
+        assert_eq!(
+            drain_step(&decide(&o, t(10), &config())),
+            Some(&DrainStep::Start),
+            "cp-3 proceeds"
+        );
+        // And the refused one stays refused once cp-3 is under maintenance.
+        let mut o = observed(NmB(refused.clone()), Some(control_plane("cp-1", true)));
+        o.control_plane = nodes;
+        o.in_maintenance = holding_nodes(&refused, &all);
+        assert!(matches!(
+            decide(&o, t(10), &config()),
+            Plan::Wait {
+                stage: Stage::QuorumWouldBeLost { .. },
+                ..
+            }
+        ));
     }
 
     #[test]
