@@ -1,7 +1,8 @@
-//! `nmo run --webhook-cert-dir`: the real binary serves the validating webhook, the sandbox
-//! calls it for a registered ValidatingWebhookConfiguration, and kubectl shows its refusals.
-//! The certificate is a self-signed one that is its own caBundle, as `openssl req -x509`
-//! makes, which kube-apiserver (Go) accepts.
+//! The servers of `nmo run`, as the real binary: the validating webhook (`--webhook-cert-dir`),
+//! which the sandbox calls for a registered ValidatingWebhookConfiguration and whose refusals
+//! kubectl shows; `/metrics`, `/healthz` and `/readyz`. The webhook's certificate is a
+//! self-signed one that is its own caBundle, as `openssl req -x509` makes, which
+//! kube-apiserver (Go) accepts.
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, PostParams};
@@ -168,4 +169,122 @@ async fn nmo_run_serves_the_webhook_that_refuses_bad_node_maintenances() {
 fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A GET over plain HTTP/1.0; returns the status code and the body.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let code = answer.split_whitespace().nth(1)?.parse().ok()?;
+    let body = answer.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nmo_run_serves_metrics_and_probes_that_turn_ready_once_its_caches_sync() {
+    let sandbox = Sandbox::builder().start().await.unwrap();
+    sandbox.install_crds().unwrap();
+    sandbox.add_node("worker-1", &[]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    sandbox.write_kubeconfig(&kubeconfig).unwrap();
+    // Every list of NodeMaintenances fails at first: the caches cannot sync.
+    let blocked = sandbox
+        .faults()
+        .add(
+            nmo::sandbox::FaultRule::new(nmo::sandbox::Fault::Status(500))
+                .verbs(&["list"])
+                .resources(&["nodemaintenances"]),
+        )
+        .expect("a valid fault rule");
+    let (metrics, probes) = (free_port(), free_port());
+    let mut operator = tokio::process::Command::new(env!("CARGO_BIN_EXE_nmo"))
+        .args(["run", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--metrics-bind-address",
+            &format!("127.0.0.1:{metrics}"),
+            "--health-probe-bind-address",
+            &format!("127.0.0.1:{probes}"),
+        ])
+        .env("HOME", dir.path())
+        .env_remove("KUBECONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("nmo starts");
+    let wait_for = |what: &'static str, port: u16, path: &'static str, code: u16| async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some((c, body)) = http_get(port, path).await
+                && c == code
+            {
+                return body;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let not_ready = wait_for("/readyz 503 while lists fail", probes, "/readyz", 503).await;
+    assert!(not_ready.contains("NodeMaintenance"), "{not_ready}");
+    let (code, _) = http_get(probes, "/healthz")
+        .await
+        .expect("/healthz answers");
+    assert_eq!(code, 200, "live while not ready");
+    sandbox.faults().remove(blocked);
+    wait_for("/readyz 200 once the caches sync", probes, "/readyz", 200).await;
+    sandbox
+        .apply_yaml("apiVersion: nodemaintenance.medik8s.io/v1beta1\nkind: NodeMaintenance\nmetadata: {name: nm-1}\nspec: {nodeName: worker-1}\n")
+        .unwrap();
+    let body = wait_for("/metrics", metrics, "/metrics", 200).await;
+    for series in [
+        "# TYPE nmo_nodes_in_maintenance gauge",
+        "# TYPE nmo_drain_duration_seconds histogram",
+        "# TYPE nmo_evictions_blocked_by_pdb_total counter",
+        "# TYPE nmo_reconcile_errors_total counter",
+        "nmo_config_last_reload_successful 1",
+    ] {
+        assert!(body.contains(series), "missing {series:?} in:\n{body}");
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, body) = http_get(metrics, "/metrics").await.expect("/metrics");
+        if body.contains("nmo_nodes_in_maintenance 1")
+            && body.contains("nmo_node_maintenances{phase=\"Succeeded\"} 1")
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the NodeMaintenance never showed in /metrics:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = operator.id().expect("running") as i32;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(30), operator.wait())
+        .await
+        .expect("nmo exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    sandbox.shutdown().await;
 }
