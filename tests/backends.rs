@@ -250,6 +250,13 @@ async fn kubectl_get_shows_the_printer_columns_of_nm_and_mw(b: &Backend) {
         "{}: {out}",
         b.name
     );
+    assert!(
+        weekly.last().unwrap().ends_with('s'),
+        "{}: the age column: {out}",
+        b.name
+    );
+    b.kubectl_ok(&["get", "nodemaintenances", "-o", "yaml"])
+        .await;
     let out = b.kubectl_ok(&["get", "maintenance"]).await;
     assert!(
         out.contains("weekly-workers") && out.contains("worker-3-disk-swap"),

@@ -237,12 +237,7 @@ impl KubeletSimulator {
             .await?;
         let created = nodes.get(name).await.map_err(err)?;
         self.ensure_lease(&created).await.map_err(err)?;
-        self.shared
-            .nodes
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), true);
-        self.shared.changed.notify_one();
+        self.mark_kubelet(name, true);
         Ok(())
     }
 
@@ -278,6 +273,17 @@ impl KubeletSimulator {
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Record whether the node's kubelet is up, and wake the pod loop: a kubelet that came
+    /// back starts its pods and finishes their terminations.
+    fn mark_kubelet(&self, name: &str, up: bool) {
+        self.shared
+            .nodes
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_string(), up);
+        self.shared.changed.notify_one();
     }
 
     fn is_simulated(&self, name: &str) -> Result<(), SimulatorError> {
@@ -339,12 +345,7 @@ impl KubeletSimulator {
         self.is_simulated(name)?;
         self.update_node(name, |n, now| model::set_ready(n, ready, now))
             .await?;
-        self.shared
-            .nodes
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), ready);
-        self.shared.changed.notify_one();
+        self.mark_kubelet(name, ready);
         Ok(())
     }
 
@@ -362,12 +363,7 @@ impl KubeletSimulator {
             }
         })
         .await?;
-        self.shared
-            .nodes
-            .lock()
-            .expect("not poisoned")
-            .insert(name.to_string(), true);
-        self.shared.changed.notify_one();
+        self.mark_kubelet(name, true);
         Ok(())
     }
 
