@@ -156,15 +156,7 @@ async fn kubectl_applies_crds_and_examples_client_side_and_server_side(b: &Backe
         "{}: {out}",
         b.name
     );
-    let reason = b
-        .kubectl_ok(&[
-            "get",
-            "mw",
-            "weekly-workers",
-            "-o",
-            "jsonpath={.spec.reason}",
-        ])
-        .await;
+    let reason = weekly_reason(b).await;
     assert_eq!(reason, "Weekly kernel patching", "{}", b.name);
     let out = b
         .kubectl_ok(&[
@@ -180,15 +172,7 @@ async fn kubectl_applies_crds_and_examples_client_side_and_server_side(b: &Backe
         "{}: {out}",
         b.name
     );
-    let reason = b
-        .kubectl_ok(&[
-            "get",
-            "mw",
-            "weekly-workers",
-            "-o",
-            "jsonpath={.spec.reason}",
-        ])
-        .await;
+    let reason = weekly_reason(b).await;
     assert_eq!(reason, "Weekly OS patching", "{}", b.name);
     let managers = b
         .kubectl_ok(&[
@@ -201,6 +185,18 @@ async fn kubectl_applies_crds_and_examples_client_side_and_server_side(b: &Backe
         ])
         .await;
     assert!(managers.contains("kubectl"), "{}: {managers}", b.name);
+}
+
+/// `spec.reason` of the weekly example, as kubectl reads it.
+async fn weekly_reason(b: &Backend) -> String {
+    b.kubectl_ok(&[
+        "get",
+        "mw",
+        "weekly-workers",
+        "-o",
+        "jsonpath={.spec.reason}",
+    ])
+    .await
 }
 
 async fn kubectl_get_shows_the_printer_columns_of_nm_and_mw(b: &Backend) {

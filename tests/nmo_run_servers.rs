@@ -154,6 +154,12 @@ async fn nmo_run_serves_the_webhook_that_refuses_bad_node_maintenances() {
     let nms = sandbox.list("nodemaintenance.medik8s.io/v1beta1", "NodeMaintenance");
     assert_eq!(nms.len(), 1, "only the first was stored");
 
+    stop_with_sigterm(&mut operator).await;
+    sandbox.shutdown().await;
+}
+
+/// SIGTERM to `nmo run`, which must exit 0.
+async fn stop_with_sigterm(operator: &mut tokio::process::Child) {
     let pid = operator.id().expect("running") as i32;
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -163,7 +169,6 @@ async fn nmo_run_serves_the_webhook_that_refuses_bad_node_maintenances() {
         .expect("nmo exits after SIGTERM")
         .unwrap();
     assert!(status.success(), "{status}");
-    sandbox.shutdown().await;
 }
 
 fn base64_of(bytes: &[u8]) -> String {
@@ -277,14 +282,6 @@ async fn nmo_run_serves_metrics_and_probes_that_turn_ready_once_its_caches_sync(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pid = operator.id().expect("running") as i32;
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let status = tokio::time::timeout(Duration::from_secs(30), operator.wait())
-        .await
-        .expect("nmo exits after SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status}");
+    stop_with_sigterm(&mut operator).await;
     sandbox.shutdown().await;
 }
