@@ -56,7 +56,15 @@ end
 hs.status = "Progressing"
 local message = "draining node " .. node .. ": " .. (status.drainProgress or 0) .. "%"
 if status.pendingPods ~= nil and #status.pendingPods > 0 then
-  message = message .. ", " .. #status.pendingPods .. " pods pending"
+  local shown = {}
+  for i, pod in ipairs(status.pendingPods) do
+    if i > 3 then
+      table.insert(shown, "and " .. (#status.pendingPods - 3) .. " more")
+      break
+    end
+    table.insert(shown, pod)
+  end
+  message = message .. ", waiting for " .. table.concat(shown, ", ")
 end
 if status.lastError ~= nil and status.lastError ~= "" then
   message = message .. " (" .. status.lastError .. ")"
