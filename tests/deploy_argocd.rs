@@ -653,7 +653,7 @@ async fn each_state_captured_live_from_the_sandbox_has_its_health_and_the_action
     assert_eq!(health(MW, &suspended).0, "Suspended");
     let before = nms.list(&Default::default()).await.unwrap().items.len();
     nms.delete(
-        &running_nm["metadata"]["name"].as_str().unwrap(),
+        running_nm["metadata"]["name"].as_str().unwrap(),
         &Default::default(),
     )
     .await
