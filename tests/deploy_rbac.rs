@@ -2,7 +2,9 @@
 //! (`tests/control-plane/`, kube-apiserver with `--authorization-mode Node,RBAC` and an audit
 //! log), the real `nmo run` binary runs as the ServiceAccount of `deploy/kustomize/base`, with
 //! exactly its ClusterRole and Roles and a token from the TokenRequest API, two replicas with
-//! leader election. It goes through the NodeMaintenance flow (a stale lease of another holder
+//! leader election, one of them serving the validating webhook that kube-apiserver calls for
+//! every create below (it reads the cluster as the ServiceAccount too). It goes through the
+//! NodeMaintenance flow (a stale lease of another holder
 //! taken over, a drain held by a PodDisruptionBudget and then let through, the node put back),
 //! the MaintenanceWindow flow (a run-now window rolling over two nodes) and a SIGTERM stop that
 //! releases the leader lease, with Events all along.
@@ -18,6 +20,8 @@ mod backend;
 mod deploy;
 #[path = "support/real_cluster.rs"]
 mod real_cluster;
+#[path = "support/webhook_env.rs"]
+mod webhook_env;
 
 use backend::{Backend, eventually};
 use k8s_openapi::api::authorization::v1::{
@@ -45,7 +49,7 @@ struct Operator {
 }
 
 impl Operator {
-    fn start(dir: &Path, name: &str, kubeconfig: &Path, config: &Path) -> Operator {
+    fn start(dir: &Path, name: &str, kubeconfig: &Path, config: &Path, extra: &[&str]) -> Operator {
         let log = dir.join(format!("{name}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_nmo"))
             .arg("run")
@@ -60,6 +64,7 @@ impl Operator {
                 "--health-probe-bind-address",
                 "0",
             ])
+            .args(extra)
             .env("HOSTNAME", name)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -376,9 +381,32 @@ async fn nmo_runs_as_its_service_account_with_no_403_and_no_rule_is_dead_weight(
     cluster.replica_set("apps", "web", 4, 1).await;
     cluster.pdb("apps", "web", 4).await;
 
+    // nmo-a also serves the validating webhook (reading the cluster as the ServiceAccount),
+    // registered with kube-apiserver: every create below goes through it.
+    let pki = webhook_env::Pki::new("nmo RBAC test CA");
+    let cert_dir = work.path().join("certs");
+    std::fs::create_dir(&cert_dir).unwrap();
+    webhook_env::write_pair(&cert_dir, &pki.serving_pair("nmo-webhook"));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let webhook_addr = format!("127.0.0.1:{port}");
     let mut operators = vec![
-        Operator::start(work.path(), "nmo-a", &sa_kubeconfig, &config),
-        Operator::start(work.path(), "nmo-b", &sa_kubeconfig, &config),
+        Operator::start(
+            work.path(),
+            "nmo-a",
+            &sa_kubeconfig,
+            &config,
+            &[
+                "--webhook-bind-address",
+                &webhook_addr,
+                "--webhook-cert-dir",
+                cert_dir.to_str().unwrap(),
+            ],
+        ),
+        Operator::start(work.path(), "nmo-b", &sa_kubeconfig, &config, &[]),
     ];
     let leases: Api<Lease> = Api::namespaced(admin.clone(), NAMESPACE);
     let leader = eventually("a leader on the Lease nmo-leader", 60, || async {
@@ -387,6 +415,19 @@ async fn nmo_runs_as_its_service_account_with_no_403_and_no_rule_is_dead_weight(
     })
     .await;
     eprintln!("leader: {leader}");
+    let vwc = nmo::admission::webhook::validating_webhook_configuration(
+        "nmo",
+        &nmo::admission::webhook::WebhookEndpoint::Url(format!("https://{webhook_addr}")),
+        pki.ca_pem().as_bytes(),
+    );
+    Api::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>::all(
+        admin.clone(),
+    )
+    .create(&PostParams::default(), &vwc)
+    .await
+    .expect("register the webhook");
+    // Refused with "no node with name": the webhook read the cluster as the ServiceAccount.
+    webhook_env::wait_until_called(&admin).await;
 
     // NodeMaintenance: the target node holds a web pod; its lease is a stale one of another
     // holder, which nmo takes over (an update).
