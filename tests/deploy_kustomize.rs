@@ -444,3 +444,64 @@ async fn the_base_and_overlays_apply_to_the_sandbox_with_kubectl_server_dry_run_
         sandbox.shutdown().await;
     }
 }
+
+#[test]
+fn flux_waits_for_the_operator_before_the_windows() {
+    let docs = render("deploy/flux");
+    let operator = find(&docs, "Kustomization", "operator");
+    assert_eq!(operator["spec"]["wait"], true);
+    let path = operator["spec"]["path"].as_str().unwrap();
+    assert!(
+        repo().join(path).join("kustomization.yaml").is_file(),
+        "{path} is a kustomization of this repository"
+    );
+    let source = operator["spec"]["sourceRef"]["name"].as_str().unwrap();
+    find(&docs, "GitRepository", source);
+    let windows = find(&docs, "Kustomization", "maintenance-windows");
+    assert_eq!(
+        windows["spec"]["dependsOn"],
+        json!([{"name": "operator"}]),
+        "the windows wait for the operator"
+    );
+    assert_eq!(windows["spec"]["prune"], true);
+}
+
+#[test]
+fn argo_cd_syncs_crds_then_the_operator_then_the_windows() {
+    let operator = render("deploy/argocd/operator");
+    let wave = |d: &Value| {
+        d["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]
+            .as_str()
+            .unwrap_or("0")
+            .parse::<i32>()
+            .unwrap()
+    };
+    for doc in &operator {
+        let expected = if doc["kind"] == "CustomResourceDefinition" {
+            -1
+        } else {
+            0
+        };
+        assert_eq!(
+            wave(doc),
+            expected,
+            "{} {}",
+            doc["kind"],
+            doc["metadata"]["name"]
+        );
+    }
+    // The rest is the base, unchanged.
+    assert_eq!(operator.len(), render("deploy/kustomize/base").len());
+
+    let apps = deploy::parse_documents(
+        &std::fs::read_to_string(repo().join("deploy/argocd/applications.yaml")).unwrap(),
+    );
+    let nmo = find(&apps, "Application", "nmo");
+    let windows = find(&apps, "Application", "maintenance-windows");
+    assert_eq!(nmo["spec"]["source"]["path"], "deploy/argocd/operator");
+    assert!(
+        wave(nmo) < wave(windows),
+        "the windows sync after the operator"
+    );
+    assert_eq!(wave(windows), 1);
+}
