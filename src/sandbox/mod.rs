@@ -27,6 +27,7 @@ pub mod kubelet;
 pub mod patch;
 pub mod pdb;
 pub mod resources;
+pub mod reviews;
 pub mod schema;
 pub mod selectors;
 pub mod server;
@@ -540,11 +541,12 @@ impl Sandbox {
     /// of the feed are taken under one lock, so no change falls between them. A receiver that
     /// falls more than 8192 changes behind gets `RecvError::Lagged` and has missed states.
     pub fn observe(&self, api_version: &str, kind: &str) -> Result<Observation, SandboxError> {
-        let store = self.shared.lock();
+        let mut store = self.shared.lock();
         let rt = store.type_of_kind(api_version, kind).ok_or_else(|| {
             SandboxError::api(format!("observe {kind}"), ApiError::no_such_resource())
         })?;
         let key = rt.store_key();
+        store.ensure_table(&key);
         let objects = store
             .list(&key, "", &Default::default(), &Default::default())
             .into_iter()
