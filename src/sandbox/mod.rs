@@ -38,6 +38,7 @@ pub mod validation;
 pub mod webhook;
 pub mod webhook_client;
 pub mod webhook_rules;
+pub mod workloads;
 
 pub use error::ApiError;
 pub use faults::{Fault, FaultId, FaultRule, Faults};
@@ -869,7 +870,20 @@ impl Store {
                 ns: p.namespace.clone(),
                 name: owner.clone(),
             };
-            let owner_obj = match self.get(&key.gr, &key.ns, owner) {
+            // A new ReplicaSet starts at 0 replicas and is counted up with its pods, so its
+            // controller (workloads.rs) makes none of its own.
+            let existing = match self.get(&key.gr, &key.ns, owner) {
+                Some(o) => Some(o),
+                None => {
+                    let mut spec = json!({"selector": {"matchLabels": p.labels}, "template": {"metadata": {"labels": p.labels}, "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}});
+                    if kind == "ReplicaSet" {
+                        spec["replicas"] = json!(0);
+                    }
+                    self.create_raw(&rt, &p.namespace, json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": owner, "labels": p.labels}, "spec": spec}))?;
+                    self.get(&key.gr, &key.ns, owner)
+                }
+            };
+            let owner_obj = match existing {
                 Some(o) => {
                     if kind == "ReplicaSet" {
                         let mut o2 = (*o).clone();
@@ -883,13 +897,7 @@ impl Store {
                         o
                     }
                 }
-                None => {
-                    let mut spec = json!({"selector": {"matchLabels": p.labels}, "template": {"metadata": {"labels": p.labels}, "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}});
-                    if kind == "ReplicaSet" {
-                        spec["replicas"] = json!(1);
-                    }
-                    self.create_raw(&rt, &p.namespace, json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": owner, "labels": p.labels}, "spec": spec}))?
-                }
+                None => return Err(ApiError::not_found(&rt, owner)),
             };
             meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind, "name": owner,
                 "uid": store::uid_of(&owner_obj).unwrap_or_default(), "controller": true, "blockOwnerDeletion": true}]);
