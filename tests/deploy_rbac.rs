@@ -4,10 +4,10 @@
 //! exactly its ClusterRole and Roles and a token from the TokenRequest API, two replicas with
 //! leader election, one of them serving the validating webhook that kube-apiserver calls for
 //! every create below (it reads the cluster as the ServiceAccount too). It goes through the
-//! NodeMaintenance flow (a stale lease of another holder
-//! taken over, a drain held by a PodDisruptionBudget and then let through, the node put back),
-//! the MaintenanceWindow flow (a run-now window rolling over two nodes) and a SIGTERM stop that
-//! releases the leader lease, with Events all along.
+//! NodeMaintenance flow (a stale lease of another holder taken over, a drain held by a
+//! PodDisruptionBudget and then let through, the node put back), the MaintenanceWindow flow (a
+//! run-now window rolling over two nodes) and a SIGTERM stop that releases the leader lease,
+//! with Events all along.
 //!
 //! Then, from the audit log: no request of the ServiceAccount got a 403, and every verb of
 //! every rule was used by an allowed request. Finally each verb is removed from its rule in
