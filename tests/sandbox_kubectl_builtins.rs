@@ -137,6 +137,43 @@ async fn config_secrets_accounts_and_services_are_served_with_their_defaults() {
         .ok(&["get", "svc", "front", "-o", "jsonpath={.spec.clusterIP}"])
         .await;
     assert!(ip.starts_with("10."), "cluster IP {ip:?}");
+    // kubectl get prints kube-apiserver's columns for these kinds.
+    let svc = k.ok(&["get", "svc", "front"]).await;
+    let header: Vec<&str> = svc.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert!(
+        svc.contains(&format!("front   ClusterIP   {ip}   <none>        80/TCP")),
+        "{svc}"
+    );
+    let cm = k.ok(&["get", "cm", "settings"]).await;
+    assert!(
+        cm.starts_with("NAME       DATA   AGE\nsettings   1 "),
+        "{cm}"
+    );
+    let secret = k.ok(&["get", "secret", "creds"]).await;
+    assert!(secret.contains("creds   Opaque   1 "), "{secret}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secrets",
+            "--field-selector=type=Opaque",
+            "-o",
+            "name"
+        ])
+        .await
+        .trim(),
+        "secret/creds"
+    );
     // Short names and categories come from discovery, as on a real cluster.
     let all = k.ok(&["get", "all", "-o", "name"]).await;
     assert!(all.contains("service/front"), "{all}");
@@ -267,6 +304,9 @@ async fn a_job_runs_its_pods_to_completion() {
         ])
         .await;
     assert_eq!(phases, "Succeeded");
+    let row = k.ok(&["get", "job", "once", "--no-headers"]).await;
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..3], ["once", "Complete", "1/1"], "{row}");
     assert_eq!(
         k.ok(&["get", "job", "once", "-o", "jsonpath={.status.succeeded}"])
             .await,
