@@ -6,7 +6,8 @@ use super::resources::ResourceType;
 use serde_json::Value;
 
 /// Decode the body of a create or an update: JSON or YAML, an object of the resource's kind
-/// and version. Protobuf and unknown content types get 415.
+/// and version; or protobuf for a built-in kind ([`super::protobuf`]). Protobuf for a custom
+/// resource, and unknown content types, get 415.
 pub fn object(rt: &ResourceType, content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
     let v: Value = match ct {
@@ -19,6 +20,9 @@ pub fn object(rt: &ResourceType, content_type: &str, body: &[u8]) -> Result<Valu
                     "the body of the request could not be decoded as YAML: {e}"
                 ))
             })?,
+        ct if !rt.custom && super::protobuf::is_protobuf(ct) => {
+            super::protobuf::decode(body).map_err(|e| e.to_api_error(Some(&rt.kind)))?
+        }
         _ => return Err(ApiError::unsupported_media_type(rt.custom)),
     };
     if !v.is_object() {

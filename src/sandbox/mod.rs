@@ -28,6 +28,7 @@ pub mod faults;
 pub mod kubelet;
 pub mod patch;
 pub mod pdb;
+pub mod protobuf;
 pub mod resources;
 pub mod reviews;
 pub mod schema;

@@ -7,6 +7,7 @@ use super::error::ApiError;
 use super::events;
 use super::faults::{self, FaultRule, Faults, RequestInfo, Verdict};
 use super::patch::{self, Scope, WriteContext};
+use super::protobuf::{self, Wire};
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::store::{Change, ChangeType, DeleteOpts, Store, WriteOpts, name_of, namespace_of};
@@ -89,6 +90,16 @@ fn json_response(code: u16, v: &Value) -> Response<Body> {
         "application/json",
         serde_json::to_vec(v).unwrap_or_default(),
     )
+}
+
+/// An object in the encoding the client negotiated (protobuf: see [`protobuf`]).
+fn object_response(wire: Wire, code: u16, v: &Value) -> Response<Body> {
+    if wire == Wire::Protobuf
+        && let Some(body) = protobuf::encode(v)
+    {
+        return bytes_response(code, protobuf::MEDIA_TYPE, body);
+    }
+    json_response(code, v)
 }
 
 fn bytes_response(code: u16, content_type: &str, body: Vec<u8>) -> Response<Body> {
@@ -322,7 +333,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         Verdict::default()
     } else {
         let body_name = (verb == "create" && target.name.is_none())
-            .then(|| serde_json::from_slice::<Value>(&body).ok())
+            .then(|| decode_body(&content_type, &body).ok())
             .flatten()
             .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string));
         shared.faults.decide(&RequestInfo {
@@ -340,6 +351,16 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         return Err(e);
     }
     let as_table = accept.contains("as=Table");
+    // Protobuf responses for built-in kinds when the client prefers them; Tables stay JSON.
+    let wire = if as_table {
+        Wire::Json
+    } else {
+        let api_version = target.rt.api_version(&target.version);
+        protobuf::negotiate(
+            &accept,
+            !target.rt.custom && protobuf::has_message(&api_version, &target.rt.kind),
+        )?
+    };
     let opts = WriteOpts {
         dry_run: query.all("dryRun").iter().any(|d| d == "All"),
         manager: query
@@ -368,10 +389,10 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 );
                 return Ok(json_response(200, &t));
             }
-            Ok(json_response(200, &out))
+            Ok(object_response(wire, 200, &out))
         }
-        "list" => list(&shared, &target, &query, as_table),
-        "watch" => watch(shared, target, &query, as_table, verdict.end_watch),
+        "list" => list(&shared, &target, &query, as_table, wire),
+        "watch" => watch(shared, target, &query, as_table, verdict.end_watch, wire),
         "create" => {
             // Evictions and bindings are admitted as CREATEs of the pod's subresource, with
             // the Eviction or Binding as the object.
@@ -400,7 +421,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                     Pass::Commit { .. } => store.bind(&target.ns, &name, &obj).map(Arc::new),
                 })
                 .await?;
-                return Ok(json_response(201, &status));
+                return Ok(object_response(wire, 201, &status));
             }
             if target.sub.is_some() || target.name.is_some() {
                 return Err(ApiError::method_not_allowed());
@@ -425,7 +446,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 store.create(&target.rt, &target.ns, obj, &opts.for_pass(pass))
             })
             .await?;
-            Ok(json_response(
+            Ok(object_response(
+                wire,
                 201,
                 &output(&target.rt, &target.version, &created),
             ))
@@ -458,7 +480,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                     store.create(&target.rt, &target.ns, obj, &opts.for_pass(pass))
                 })
                 .await?;
-                return Ok(json_response(
+                return Ok(object_response(
+                    wire,
                     201,
                     &output(&target.rt, &target.version, &created),
                 ));
@@ -477,7 +500,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 )
             })
             .await?;
-            Ok(json_response(
+            Ok(object_response(
+                wire,
                 200,
                 &output(&target.rt, &target.version, &updated),
             ))
@@ -515,7 +539,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             })
             .await?;
             // An apply that creates the object answers 201, as a create does.
-            Ok(json_response(
+            Ok(object_response(
+                wire,
                 if existed { 200 } else { 201 },
                 &output(&target.rt, &target.version, &out),
             ))
@@ -538,9 +563,14 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
             // An object that is gone is answered with a Status; one that waits for its
             // finalizers or grace period, with the object.
             if !kept {
-                return Ok(json_response(200, &deleted_status(&target.rt, &name, &out)));
+                return Ok(object_response(
+                    wire,
+                    200,
+                    &deleted_status(&target.rt, &name, &out),
+                ));
             }
-            Ok(json_response(
+            Ok(object_response(
+                wire,
                 200,
                 &output(&target.rt, &target.version, &out),
             ))
@@ -587,7 +617,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 }
             }
             let rv = shared.lock().current_rv().to_string();
-            Ok(json_response(
+            Ok(object_response(
+                wire,
                 200,
                 &json!({"kind": format!("{}List", target.rt.kind),
                 "apiVersion": target.rt.api_version(&target.version),
@@ -767,7 +798,6 @@ fn write_of(target: &Target, verb: Verb, dry_run: bool) -> Write<'_> {
     }
 }
 
-/// Parse a JSON or YAML body; protobuf and unknown types get 415.
 /// A body that may be absent (DeleteOptions): absent reads as `{}`.
 fn decode_optional_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     if body.is_empty() {
@@ -777,8 +807,13 @@ fn decode_optional_body(content_type: &str, body: &[u8]) -> Result<Value, ApiErr
     }
 }
 
+/// Parse a JSON, YAML or protobuf body (Eviction, Binding, DeleteOptions); unknown types get
+/// 415.
 fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     let ct = content_type.split(';').next().unwrap_or("").trim();
+    if protobuf::is_protobuf(ct) {
+        return protobuf::decode(body).map_err(|e| e.to_api_error(None));
+    }
     match ct {
         "application/json" | "" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!(
@@ -977,6 +1012,7 @@ fn list(
     target: &Target,
     query: &Query,
     as_table: bool,
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.0))?;
@@ -1063,6 +1099,11 @@ fn list(
         .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     buf.extend_from_slice(b"]}");
+    if wire == Wire::Protobuf {
+        let list: Value =
+            serde_json::from_slice(&buf).map_err(|e| ApiError::internal(e.to_string()))?;
+        return Ok(object_response(wire, 200, &list));
+    }
     Ok(bytes_response(200, "application/json", buf))
 }
 
@@ -1182,6 +1223,7 @@ fn watch(
     query: &Query,
     as_table: bool,
     end_early: Option<Duration>,
+    wire: Wire,
 ) -> Result<Response<Body>, ApiError> {
     let labels = LabelSelector::parse(query.get("labelSelector").unwrap_or(""))
         .map_err(|e| ApiError::bad_request(e.0))?;
@@ -1308,15 +1350,30 @@ fn watch(
             }
         }
     });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    let stream = futures::stream::unfold(rx, move |mut rx| async move {
+        rx.recv().await.map(|b| {
+            // A protobuf watcher gets each JSON line as a length-prefixed WatchEvent.
+            let b = match wire {
+                Wire::Json => b,
+                Wire::Protobuf => serde_json::from_slice::<Value>(&b)
+                    .ok()
+                    .and_then(|ev| protobuf::encode_watch_event(&ev))
+                    .map(Bytes::from)
+                    .unwrap_or(b),
+            };
+            (Ok::<_, Infallible>(Frame::data(b)), rx)
+        })
     });
     let body = UnsyncBoxBody::new(StreamBody::new(stream));
     Ok(Response::builder()
         .status(200)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(
+            header::CONTENT_TYPE,
+            match wire {
+                Wire::Json => "application/json",
+                Wire::Protobuf => protobuf::WATCH_MEDIA_TYPE,
+            },
+        )
         .header("Transfer-Encoding", "chunked")
         .body(body)
         .expect("a valid response"))
@@ -1367,12 +1424,13 @@ mod tests {
     }
 
     #[test]
-    fn protobuf_and_unknown_bodies_get_415_and_bad_json_400() {
+    fn unknown_bodies_get_415_and_bad_json_or_protobuf_400() {
+        assert_eq!(decode_body("text/plain", b"x").unwrap_err().code, 415);
         assert_eq!(
             decode_body("application/vnd.kubernetes.protobuf", b"\x00k8s")
                 .unwrap_err()
                 .code,
-            415
+            400
         );
         assert_eq!(
             decode_body("application/json", b"{nope").unwrap_err().code,
