@@ -3,10 +3,10 @@
 //! status`), Jobs, `kubectl expose`, `kubectl apply -k`, and a path naming an unknown resource.
 //! kubectl must be on the PATH: these tests fail without it.
 //!
-//! `kubectl create <kind>` sends protobuf bodies for built-in kinds; the cases in
-//! `kubectl_create_sends_protobuf_for_built_in_kinds` need the sandbox's protobuf decoding. The
-//! other tests send the same objects as JSON (`kubectl create --dry-run=client -o yaml | kubectl
-//! apply -f -`).
+//! `kubectl create <kind>` sends protobuf bodies for built-in kinds: the cases in
+//! `kubectl_create_sends_protobuf_for_built_in_kinds` go through the sandbox's protobuf
+//! decoding. The other tests send the same objects as JSON (`kubectl create --dry-run=client -o
+//! yaml | kubectl apply -f -`), so they test the kinds and controllers on their own.
 
 use nmo::sandbox::Sandbox;
 use std::path::PathBuf;
@@ -407,8 +407,7 @@ async fn unknown_resources_and_subresources_are_404_and_never_another_object() {
     k.ok(&["get", "ns", "default"]).await;
 }
 
-/// Needs the sandbox's protobuf request bodies (kubectl create sends them for built-in
-/// kinds); fails with 415 until that is in.
+/// kubectl create as typed: protobuf request bodies for the built-in kinds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_sends_protobuf_for_built_in_kinds() {
     let s = sandbox().await;
