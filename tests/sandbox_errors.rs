@@ -359,8 +359,8 @@ async fn an_anonymous_client_is_refused_when_a_token_is_required() {
 async fn an_unserved_resource_under_a_namespace_is_404_not_the_namespace() {
     let (_s, c) = sandbox().await;
     for path in [
-        "/api/v1/namespaces/default/configmaps",
-        "/api/v1/namespaces/default/secrets",
+        "/api/v1/namespaces/default/widgets",
+        "/api/v1/namespaces/default/secretz",
         "/api/v1/namespaces/default/nodes",
         "/api/v1/namespaces/default/frobs/x",
     ] {
@@ -376,4 +376,7 @@ async fn an_unserved_resource_under_a_namespace_is_404_not_the_namespace() {
     assert_eq!((code, body["kind"].as_str()), (200, Some("Namespace")));
     let (code, body) = send(&c, "GET", "/api/v1/namespaces/default/pods", "", b"").await;
     assert_eq!((code, body["kind"].as_str()), (200, Some("PodList")));
+    // ConfigMaps are served (every built-in kind is): a list, never the Namespace.
+    let (code, body) = send(&c, "GET", "/api/v1/namespaces/default/configmaps", "", b"").await;
+    assert_eq!((code, body["kind"].as_str()), (200, Some("ConfigMapList")));
 }

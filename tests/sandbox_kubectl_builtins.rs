@@ -3,10 +3,10 @@
 //! status`), Jobs, `kubectl expose`, `kubectl apply -k`, and a path naming an unknown resource.
 //! kubectl must be on the PATH: these tests fail without it.
 //!
-//! `kubectl create <kind>` sends protobuf bodies for built-in kinds; the cases in
-//! `kubectl_create_sends_protobuf_for_built_in_kinds` need the sandbox's protobuf decoding. The
-//! other tests send the same objects as JSON (`kubectl create --dry-run=client -o yaml | kubectl
-//! apply -f -`).
+//! `kubectl create <kind>` sends protobuf bodies for built-in kinds: the cases in
+//! `kubectl_create_sends_protobuf_for_built_in_kinds` go through the sandbox's protobuf
+//! decoding. The other tests send the same objects as JSON (`kubectl create --dry-run=client -o
+//! yaml | kubectl apply -f -`), so they test the kinds and controllers on their own.
 
 use nmo::sandbox::Sandbox;
 use std::path::PathBuf;
@@ -137,6 +137,43 @@ async fn config_secrets_accounts_and_services_are_served_with_their_defaults() {
         .ok(&["get", "svc", "front", "-o", "jsonpath={.spec.clusterIP}"])
         .await;
     assert!(ip.starts_with("10."), "cluster IP {ip:?}");
+    // kubectl get prints kube-apiserver's columns for these kinds.
+    let svc = k.ok(&["get", "svc", "front"]).await;
+    let header: Vec<&str> = svc.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    assert!(
+        svc.contains(&format!("front   ClusterIP   {ip}   <none>        80/TCP")),
+        "{svc}"
+    );
+    let cm = k.ok(&["get", "cm", "settings"]).await;
+    assert!(
+        cm.starts_with("NAME       DATA   AGE\nsettings   1 "),
+        "{cm}"
+    );
+    let secret = k.ok(&["get", "secret", "creds"]).await;
+    assert!(secret.contains("creds   Opaque   1 "), "{secret}");
+    assert_eq!(
+        k.ok(&[
+            "get",
+            "secrets",
+            "--field-selector=type=Opaque",
+            "-o",
+            "name"
+        ])
+        .await
+        .trim(),
+        "secret/creds"
+    );
     // Short names and categories come from discovery, as on a real cluster.
     let all = k.ok(&["get", "all", "-o", "name"]).await;
     assert!(all.contains("service/front"), "{all}");
@@ -267,6 +304,9 @@ async fn a_job_runs_its_pods_to_completion() {
         ])
         .await;
     assert_eq!(phases, "Succeeded");
+    let row = k.ok(&["get", "job", "once", "--no-headers"]).await;
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..3], ["once", "Complete", "1/1"], "{row}");
     assert_eq!(
         k.ok(&["get", "job", "once", "-o", "jsonpath={.status.succeeded}"])
             .await,
@@ -367,8 +407,7 @@ async fn unknown_resources_and_subresources_are_404_and_never_another_object() {
     k.ok(&["get", "ns", "default"]).await;
 }
 
-/// Needs the sandbox's protobuf request bodies (kubectl create sends them for built-in
-/// kinds); fails with 415 until that is in.
+/// kubectl create as typed: protobuf request bodies for the built-in kinds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_sends_protobuf_for_built_in_kinds() {
     let s = sandbox().await;

@@ -77,6 +77,7 @@ pub fn scheme_defaults(group: &str, plural: &str, obj: &mut Value) {
             template(spec);
         }
         ("", "services") => super::workloads::service_defaults(obj),
+        ("", "secrets") => set_absent(obj, "type", json!("Opaque")),
         _ => {}
     }
 }

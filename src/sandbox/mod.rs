@@ -12,8 +12,10 @@
 //!
 //! Layout: `store` (objects, resourceVersions, history, indexes), `kubelet` (what the rest of
 //! a cluster does: GC, PDB status, eviction, pod termination, workload controllers), `server`
-//! (HTTP routing and watches); pure parts in `selectors`, `patch`, `schema`, `cel`, `table`,
-//! `pdb`, `events`, `discovery`, `resources`. Validating admission webhooks are called from the
+//! (HTTP routing and watches), `workloads` (the Deployment, ReplicaSet, Job and Service
+//! controllers); pure parts in `selectors`, `patch`, `schema`, `cel`, `table`, `pdb`, `events`,
+//! `discovery`, `resources` (every GA built-in kind, from k8s-openapi) and `reviews` (the
+//! create-only review kinds). Validating admission webhooks are called from the
 //! write path by `webhook` (`webhook_rules` decides, `webhook_client` calls).
 
 pub mod cel;

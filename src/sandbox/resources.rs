@@ -462,6 +462,44 @@ mod tests {
     }
 
     #[test]
+    fn built_in_kinds_come_from_k8s_openapi_with_kube_apiservers_names() {
+        let all = builtins();
+        let find = |g: &str, p: &str| all.iter().find(|t| t.group == g && t.plural == p).unwrap();
+        let cm = find("", "configmaps");
+        assert!(cm.namespaced && !cm.status_subresource);
+        assert_eq!(cm.short_names, ["cm"]);
+        let deploy = find("apps", "deployments");
+        assert!(deploy.status_subresource && deploy.categories == ["all"]);
+        assert!(!find("rbac.authorization.k8s.io", "clusterroles").namespaced);
+        assert_eq!(
+            find("autoscaling", "horizontalpodautoscalers").preferred_version(),
+            "v2"
+        );
+        assert_eq!(
+            find("authentication.k8s.io", "tokenreviews").verbs(),
+            ["create"]
+        );
+        assert!(find("authorization.k8s.io", "localsubjectaccessreviews").namespaced);
+        assert_eq!(
+            find("events.k8s.io", "events").store_key(),
+            (String::new(), "events".into())
+        );
+        // GA only, one version per group and kind.
+        assert!(
+            all.iter().all(|t| !t.preferred_version().contains("alpha")
+                && !t.preferred_version().contains("beta"))
+        );
+        let mut keys: Vec<_> = all
+            .iter()
+            .map(|t| (t.group.clone(), t.kind.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), all.len());
+        assert!(all.len() > 50, "{}", all.len());
+    }
+
+    #[test]
     fn a_crd_whose_name_does_not_match_is_refused() {
         let v = serde_json::json!({"metadata": {"name": "x"}, "spec": {"group": "g.io",
             "names": {"plural": "ws", "kind": "W"}, "scope": "Namespaced", "versions": [{"name": "v1", "served": true, "storage": true}]}});

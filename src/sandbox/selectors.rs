@@ -317,6 +317,9 @@ impl FieldSelector {
                 "type",
             ],
             ("apps", "replicasets") => &["status.replicas"],
+            ("", "secrets") => &["type"],
+            ("", "replicationcontrollers") => &["status.replicas"],
+            ("certificates.k8s.io", "certificatesigningrequests") => &["spec.signerName"],
             _ => &[],
         };
         match self.terms.iter().find(|t| {

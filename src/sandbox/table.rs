@@ -401,12 +401,250 @@ pub fn table(
             }
             custom_cells(columns, pcs, now)
         }
+        // fidelity: the columns kube-apiserver prints for the other common built-in kinds.
+        ("", "configmaps") => (
+            vec![
+                name_col(),
+                col(
+                    "Data",
+                    "string",
+                    "",
+                    0,
+                    "The number of keys in data and binaryData.",
+                ),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = |p: &str| {
+                    o.pointer(p)
+                        .and_then(Value::as_object)
+                        .map_or(0, |m| m.len())
+                };
+                vec![
+                    json!(name(o)),
+                    json!(n("/data") + n("/binaryData")),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("", "secrets") => (
+            vec![
+                name_col(),
+                col("Type", "string", "", 0, "The type of the secret"),
+                col("Data", "string", "", 0, "The number of keys in data."),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = o
+                    .pointer("/data")
+                    .and_then(Value::as_object)
+                    .map_or(0, |m| m.len());
+                vec![
+                    json!(name(o)),
+                    json!(str_at(o, "/type").unwrap_or("Opaque")),
+                    json!(n),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("", "serviceaccounts") => (
+            vec![
+                name_col(),
+                col(
+                    "Secrets",
+                    "string",
+                    "",
+                    0,
+                    "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+                ),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let n = o
+                    .pointer("/secrets")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                vec![json!(name(o)), json!(n), json!(age(o, now))]
+            }),
+        ),
+        ("", "services") => (
+            vec![
+                name_col(),
+                col("Type", "string", "", 0, "The type of the service."),
+                col(
+                    "Cluster-IP",
+                    "string",
+                    "",
+                    0,
+                    "The IP address of the service.",
+                ),
+                col(
+                    "External-IP",
+                    "string",
+                    "",
+                    0,
+                    "The external IP addresses of the service.",
+                ),
+                col("Port(s)", "string", "", 0, "The ports of the service."),
+                age_col(),
+                col(
+                    "Selector",
+                    "string",
+                    "",
+                    1,
+                    "Route service traffic to pods with label keys and values matching this selector.",
+                ),
+            ],
+            Box::new(move |o| {
+                let ports: Vec<String> = o
+                    .pointer("/spec/ports")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                        let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
+                        match p.get("nodePort").and_then(Value::as_i64) {
+                            Some(np) => format!("{port}:{np}/{proto}"),
+                            None => format!("{port}/{proto}"),
+                        }
+                    })
+                    .collect();
+                let external: Vec<&str> = o
+                    .pointer("/spec/externalIPs")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                let selector: Vec<String> = o
+                    .pointer("/spec/selector")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                    .collect();
+                let type_ = str_at(o, "/spec/type").unwrap_or("ClusterIP");
+                vec![
+                    json!(name(o)),
+                    json!(type_),
+                    json!(str_at(o, "/spec/clusterIP").unwrap_or("<none>")),
+                    json!(if external.is_empty() {
+                        if type_ == "LoadBalancer" {
+                            "<pending>".to_string()
+                        } else {
+                            "<none>".to_string()
+                        }
+                    } else {
+                        external.join(",")
+                    }),
+                    json!(if ports.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        ports.join(",")
+                    }),
+                    json!(age(o, now)),
+                    json!(if selector.is_empty() {
+                        "<none>".to_string()
+                    } else {
+                        selector.join(",")
+                    }),
+                ]
+            }),
+        ),
+        ("batch", "jobs") => (
+            vec![
+                name_col(),
+                col("Status", "string", "", 0, "Status of the job."),
+                col(
+                    "Completions",
+                    "string",
+                    "",
+                    0,
+                    "The desired number of successfully finished pods the job should be run with.",
+                ),
+                col(
+                    "Duration",
+                    "string",
+                    "",
+                    0,
+                    "Time required to complete the job.",
+                ),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                let conds = o.pointer("/status/conditions").and_then(Value::as_array);
+                let has = |t: &str| {
+                    conds.is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.get("type").and_then(Value::as_str) == Some(t)
+                                && c.get("status").and_then(Value::as_str) == Some("True")
+                        })
+                    })
+                };
+                let status = if has("Complete") {
+                    "Complete"
+                } else if has("Failed") {
+                    "Failed"
+                } else if o.pointer("/spec/suspend").and_then(Value::as_bool) == Some(true) {
+                    "Suspended"
+                } else {
+                    "Running"
+                };
+                let succeeded = o
+                    .pointer("/status/succeeded")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                let completions = o
+                    .pointer("/spec/completions")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(1);
+                let ts = |p: &str| {
+                    str_at(o, p)
+                        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                        .map(|t| t.with_timezone(&Utc))
+                };
+                let duration = match (ts("/status/startTime"), ts("/status/completionTime")) {
+                    (Some(s), Some(e)) => human_duration(e - s),
+                    (Some(s), None) => human_duration(now - s),
+                    _ => String::new(),
+                };
+                vec![
+                    json!(name(o)),
+                    json!(status),
+                    json!(format!("{succeeded}/{completions}")),
+                    json!(duration),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => (
+            vec![
+                name_col(),
+                col("Role", "string", "", 0, "Role of the binding."),
+                age_col(),
+            ],
+            Box::new(move |o| {
+                vec![
+                    json!(name(o)),
+                    json!(format!(
+                        "{}/{}",
+                        str_at(o, "/roleRef/kind").unwrap_or_default(),
+                        str_at(o, "/roleRef/name").unwrap_or_default()
+                    )),
+                    json!(age(o, now)),
+                ]
+            }),
+        ),
         _ => (
             vec![name_col(), age_col()],
             Box::new(move |o| vec![json!(name(o)), json!(age(o, now))]),
         ),
     };
-    let (columns, cells) = if rt.plural == "customresourcedefinitions" {
+    let created_at = rt.plural == "customresourcedefinitions"
+        || (rt.group == "rbac.authorization.k8s.io"
+            && matches!(rt.plural.as_str(), "roles" | "clusterroles"));
+    let (columns, cells) = if created_at {
         let created: Cells = Box::new(|o: &Value| {
             vec![
                 json!(name(o)),
