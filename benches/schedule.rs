@@ -51,6 +51,9 @@ fn specs() -> Vec<MaintenanceWindowSpec> {
             on_window_end: None,
             suspend: None,
             dry_run: None,
+            exclusions: None,
+            topology_key: None,
+            health_gate: None,
         })
         .collect()
 }

@@ -10,6 +10,8 @@
 //!   initial: 1s                     #   first wait, doubled per retry of a pod...
 //!   max: 10s                        #   ...up to this
 //! defaultNodeTimeout: 2h            # nodeTimeout of MaintenanceWindows that set none
+//! prometheus:                       # for MaintenanceWindows' spec.healthGate
+//!   url: http://prometheus.monitoring:9090
 //! leaderElection:                   # controller-runtime's defaults
 //!   leaseDuration: 15s
 //!   renewDeadline: 10s
@@ -51,6 +53,8 @@ pub struct OperatorConfig {
     pub default_node_timeout: chrono::Duration,
     /// `leaderElection`: lease duration, renew deadline, retry period.
     pub leader_election: LeaderTimings,
+    /// `prometheus.url`: the Prometheus that windows' health gates query (checked).
+    pub prometheus: Option<crate::gate::PrometheusClient>,
 }
 
 /// How a drain retries an eviction that was refused or failed.
@@ -73,6 +77,7 @@ impl Default for OperatorConfig {
             },
             default_node_timeout: crate::schedule::default_node_timeout(),
             leader_election: LeaderTimings::default(),
+            prometheus: None,
         }
     }
 }
@@ -98,6 +103,9 @@ impl OperatorConfig {
             .max_concurrent_maintenances
             .or(self.max_concurrent_maintenances);
         window.default_node_timeout = self.default_node_timeout;
+        if let Some(client) = &self.prometheus {
+            window.gate = crate::gate::GateBackend::Prometheus(client.clone());
+        }
         let drain = &mut config.node_maintenance.drain;
         drain.retry_initial = self.drain_retry.initial;
         drain.retry_max = self.drain_retry.max;
@@ -113,6 +121,13 @@ struct File {
     drain_retry_backoff: Option<FileBackoff>,
     default_node_timeout: Option<String>,
     leader_election: Option<FileLeaderElection>,
+    prometheus: Option<FilePrometheus>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct FilePrometheus {
+    url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -276,7 +291,15 @@ pub fn parse(text: &str, path: &Path) -> Result<OperatorConfig, ConfigError> {
     leader_election
         .check()
         .map_err(|(key, message)| invalid(&format!("leaderElection.{key}"), message))?;
+    let prometheus = match file.prometheus.and_then(|p| p.url) {
+        None => None,
+        Some(url) => Some(
+            crate::gate::PrometheusClient::new(&url)
+                .map_err(|e| invalid("prometheus.url", e.to_string()))?,
+        ),
+    };
     Ok(OperatorConfig {
+        prometheus,
         max_concurrent_maintenances: file.max_concurrent_maintenances,
         drain_retry,
         default_node_timeout,
@@ -455,6 +478,7 @@ mod tests {
 drainRetryBackoff: {initial: 500ms, max: 1m}
 defaultNodeTimeout: 4h
 leaderElection: {leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 5s}
+prometheus: {url: http://prometheus.monitoring:9090}
 ")
         .unwrap();
         assert_eq!(
@@ -471,7 +495,20 @@ leaderElection: {leaseDuration: 30s, renewDeadline: 20s, retryPeriod: 5s}
                     renew_deadline: Duration::from_secs(20),
                     retry_period: Duration::from_secs(5),
                 },
+                prometheus: Some(
+                    crate::gate::PrometheusClient::new("http://prometheus.monitoring:9090")
+                        .unwrap()
+                ),
             }
+        );
+        let err = p("prometheus: {url: \"https://p:9090\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "prometheus.url: prometheus.url \"https://p:9090\": https is not supported"
+            ),
+            "{err}"
         );
     }
 

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod drain;
+pub mod gate;
 pub mod kubelet;
 pub mod manifest;
 pub mod rollout;

@@ -240,6 +240,9 @@ fn window(schedule: &str, zone: &str, duration: &str) -> WindowPolicy {
         on_window_end: None,
         suspend: None,
         dry_run: None,
+        exclusions: None,
+        topology_key: None,
+        health_gate: None,
     })
     .unwrap()
 }

@@ -213,7 +213,7 @@ mod tests {
         })));
         assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[0], "spec.duration: must be a string, got 4");
-        assert!(got[1].starts_with("spec.maxUnavailble: unknown field; the known fields are dryRun, duration, maxFailures, maxUnavailable"), "{}", got[1]);
+        assert!(got[1].starts_with("spec.maxUnavailble: unknown field; the known fields are dryRun, duration, exclusions, healthGate, maxFailures, maxUnavailable"), "{}", got[1]);
     }
 
     #[test]

@@ -245,6 +245,9 @@ mod tests {
                 on_window_end: None,
                 suspend: None,
                 dry_run: None,
+                exclusions: None,
+                topology_key: None,
+                health_gate: None,
             },
         )
     }

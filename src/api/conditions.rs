@@ -18,6 +18,8 @@ pub enum ConditionType {
     Stalled,
     /// MaintenanceWindow only: a window is open now.
     WindowOpen,
+    /// MaintenanceWindow with `spec.healthGate` only: True while new starts may go ahead.
+    HealthGate,
 }
 
 impl ConditionType {
@@ -28,6 +30,7 @@ impl ConditionType {
             ConditionType::Reconciling => "Reconciling",
             ConditionType::Stalled => "Stalled",
             ConditionType::WindowOpen => "WindowOpen",
+            ConditionType::HealthGate => "HealthGate",
         }
     }
 }

@@ -84,6 +84,51 @@ pub struct MaintenanceWindowSpec {
     /// No NodeMaintenance is created; status shows the plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// Freeze periods: no window opens and no node starts during one (run-now included);
+    /// in-flight nodes follow `onWindowEnd`. A window overlapping one is cut at its start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclusions: Option<Vec<Exclusion>>,
+    /// A node label such as `topology.kubernetes.io/zone`: the round takes one value of it
+    /// at a time, in name order, finishing that domain before the next; the budget applies
+    /// within the domain; nodes without the label come last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.trim() != ''").message("spec.topologyKey must be a node label key such as \"topology.kubernetes.io/zone\""))]
+    pub topology_key: Option<String>,
+    /// A PromQL query run against the Prometheus of the operator config before each new
+    /// node start: a non-empty result blocks new starts until it has been empty for `for`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_gate: Option<HealthGate>,
+}
+
+/// A freeze period (`spec.exclusions[]`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Exclusion {
+    /// An RFC 3339 timestamp (`2026-12-24T18:00:00+01:00`) or a date (`2026-12-24`, from the
+    /// start of that day in `spec.timeZone`).
+    #[x_kube(validation = Rule::new(r"self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$')").message("spec.exclusions[].start must be an RFC 3339 timestamp such as \"2026-12-24T18:00:00Z\" or a date such as \"2026-12-24\""))]
+    pub start: String,
+    /// An RFC 3339 timestamp or a date (`2026-12-26`, until the end of that day in
+    /// `spec.timeZone`). Must be after `start`.
+    #[x_kube(validation = Rule::new(r"self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$')").message("spec.exclusions[].end must be an RFC 3339 timestamp such as \"2026-12-26T23:59:59Z\" or a date such as \"2026-12-26\""))]
+    pub end: String,
+    /// Why, shown in status and `nmo plan`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The Prometheus health gate (`spec.healthGate`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthGate {
+    /// A PromQL instant query; any series in its result blocks new starts (such as
+    /// `ALERTS{alertstate="firing",severity="critical"}`).
+    #[x_kube(validation = Rule::new("self.trim() != ''").message("spec.healthGate.query must not be empty: give a PromQL query such as ALERTS{alertstate=\"firing\"}"))]
+    pub query: String,
+    /// How long the result must stay empty before starts resume, as a Go duration (`5m`).
+    #[serde(rename = "for")]
+    #[x_kube(validation = Rule::new(r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("spec.healthGate.for must be a Go duration such as \"5m\" or \"30s\""))]
+    pub for_: String,
 }
 
 /// When a node's maintenance ends.
@@ -235,6 +280,10 @@ pub struct RoundStatus {
     /// runs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_nodes: Vec<NodeSkipped>,
+    /// With `spec.topologyKey`, the domain (label value) being maintained now; the empty
+    /// string names the nodes without the label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_domain: Option<String>,
     /// The nodes done this round (kept so that a round carries over between windows and
     /// across operator restarts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -281,4 +330,23 @@ pub struct MaintenanceWindowStatus {
     /// With `dryRun`, the order in which nodes would be maintained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_nodes: Option<Vec<String>>,
+    /// The exclusion in force now, if any (`spec.exclusions[i]` and its reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_exclusion: Option<String>,
+    /// The health gate's memory, with `spec.healthGate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_gate: Option<HealthGateStatus>,
+}
+
+/// What the health gate remembers between reconciles (`status.healthGate`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthGateStatus {
+    /// True while the gate blocks new starts (firing, unreachable, or not yet empty for
+    /// `for`).
+    pub blocking: bool,
+    /// Since when the query's result has been empty after it blocked; starts resume at
+    /// `clearSince + for`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clear_since: Option<Time>,
 }

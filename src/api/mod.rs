@@ -9,7 +9,8 @@ pub mod node_maintenance;
 
 pub use conditions::{ConditionStatus, ConditionType};
 pub use maintenance_window::{
-    MaintenanceWindow, MaintenanceWindowSpec, MaintenanceWindowStatus, OnWindowEnd, Release,
+    Exclusion, HealthGate, HealthGateStatus, MaintenanceWindow, MaintenanceWindowSpec,
+    MaintenanceWindowStatus, OnWindowEnd, Release,
 };
 pub use node_maintenance::{
     MaintenancePhase, NodeMaintenance, NodeMaintenanceSpec, NodeMaintenanceStatus, PodReference,

@@ -41,6 +41,7 @@ use crate::controller::backoff::{backoff, jitter};
 use crate::controller::events::{EventPublisher, EventType};
 use crate::controller::node::FIELD_MANAGER;
 use crate::controller::quorum::is_control_plane;
+use crate::gate::{GateBackend, GateDecision, GateMemory};
 use crate::rollout::{
     self, EventReason, MaintenanceView, NodeView, PlanInput, RolloutEvent, RolloutPlan,
     RolloutPolicy,
@@ -132,6 +133,9 @@ pub struct WindowConfig {
     pub max_concurrent_maintenances: Option<u32>,
     /// The `nodeTimeout` of windows that set none (`defaultNodeTimeout` in the config file).
     pub default_node_timeout: chrono::Duration,
+    /// Where windows' health gates send their queries (`prometheus.url` in the config file;
+    /// [`GateBackend::Scripted`] for `nmo simulate` and tests).
+    pub gate: GateBackend,
 }
 
 impl Default for WindowConfig {
@@ -140,6 +144,7 @@ impl Default for WindowConfig {
             enabled: true,
             max_concurrent_maintenances: None,
             default_node_timeout: crate::schedule::default_node_timeout(),
+            gate: GateBackend::Unconfigured,
         }
     }
 }
@@ -349,6 +354,9 @@ struct Context {
     /// (the plan's own wake-up: a window closing, a release due), so that an error backoff
     /// never postpones it.
     wakes: Mutex<HashMap<String, tokio::time::Instant>>,
+    /// The last health-gate decision per window and when it was made: a blocking one is
+    /// reused for [`crate::gate::RECHECK`] so Prometheus is asked at most that often.
+    gate_checks: Mutex<HashMap<String, (DateTime<Utc>, GateDecision)>>,
 }
 
 impl Context {
@@ -468,6 +476,7 @@ pub fn run(
         telemetry: telemetry.clone(),
         placeholders: Placeholders::default(),
         wakes: Mutex::new(HashMap::new()),
+        gate_checks: Mutex::new(HashMap::new()),
     });
 
     // kube-runtime never reconciles a window that is gone from its cache, so what is held in
@@ -642,6 +651,7 @@ async fn reconcile(
 fn forget_window(ctx: &Context, name: &str) {
     ctx.stats.retain_windows(|n| n != name);
     ctx.wakes().remove(name);
+    lock(&ctx.gate_checks).remove(name);
     ctx.placeholders.forget_window(name);
 }
 
@@ -650,6 +660,7 @@ fn forget_gone_windows(ctx: &Context, windows: &Store<MaintenanceWindow>) {
     let live: BTreeSet<String> = windows.state().iter().map(|w| w.name_any()).collect();
     ctx.stats.retain_windows(|n| live.contains(n));
     ctx.wakes().retain(|n, _| live.contains(n));
+    lock(&ctx.gate_checks).retain(|n, _| live.contains(n));
     ctx.placeholders.retain_windows(|n| live.contains(n));
 }
 
@@ -708,9 +719,42 @@ async fn reconcile_window(
         }
     };
 
-    let input = observe(&ctx, &config, &window, &policy, &old_status, now);
-    let plan = rollout::plan(&input);
-    let status = status_from_plan(&window, &policy, &old_status, &plan, now);
+    let mut input = observe(&ctx, &config, &window, &policy, &old_status, now);
+    let mut plan = rollout::plan(&input);
+    let gate = match &policy.health_gate {
+        Some(health_gate) => {
+            let decision = check_health_gate(
+                &ctx,
+                &config,
+                &name,
+                health_gate,
+                &old_status,
+                &input,
+                &plan,
+                now,
+            )
+            .await;
+            if let Some(decision) = &decision
+                && decision.gate != rollout::Gate::Open
+            {
+                input.gate = decision.gate.clone();
+                plan = rollout::plan(&input);
+                if !plan.summary.held_by_gate.is_empty() {
+                    ctx.telemetry.metrics.health_gate_blocked(decision.reason);
+                }
+            }
+            decision
+        }
+        None => None,
+    };
+    let mut status = status_from_plan(&window, &policy, &old_status, &plan, now);
+    apply_gate_status(
+        &mut status,
+        &policy,
+        gate.as_ref(),
+        window.meta().generation,
+        now,
+    );
     write_status(&ctx, &window, &old_status, status).await?;
     for event in &plan.events {
         publish_event(&ctx, &window, event).await;
@@ -731,7 +775,13 @@ async fn reconcile_window(
         }
     };
     let retry = acted.refused.then_some(RESERVATION_RETRY);
-    Ok(match wake.into_iter().chain(retry).min() {
+    // A blocking gate is asked again while nodes wait.
+    let recheck = gate
+        .as_ref()
+        .and_then(|g| g.recheck_at)
+        .filter(|_| plan.summary.window_open && plan.summary.counts.pending > 0)
+        .map(|at| ctx.clock.real_duration(at - now) + StdDuration::from_millis(2));
+    Ok(match wake.into_iter().chain(retry).chain(recheck).min() {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
@@ -806,6 +856,10 @@ fn observe(
                     .and_then(|s| s.node_info.as_ref())
                     .map(|i| i.boot_id.clone()),
                 control_plane,
+                domain: policy
+                    .topology_key
+                    .as_ref()
+                    .and_then(|key| node.labels().get(key).cloned()),
                 name: node_name,
             })
         })
@@ -823,6 +877,12 @@ fn observe(
         cap_headroom: config
             .max_concurrent_maintenances
             .map(|cap| cap.saturating_sub(generated)),
+        freeze: policy.exclusion_at(now).map(|e| rollout::Freeze {
+            description: e.describe(),
+            end: e.end,
+        }),
+        next_freeze: crate::schedule::exclusion::next_exclusion_start(&policy.exclusions, now),
+        gate: rollout::Gate::Open,
         now,
     }
 }
@@ -841,7 +901,92 @@ fn rollout_policy(policy: &WindowPolicy, window: &MaintenanceWindow) -> RolloutP
         suspend: policy.suspend,
         dry_run: policy.dry_run,
         reason: window.spec.reason.clone(),
+        topology_key: policy.topology_key.clone(),
     }
+}
+
+/// Ask the health gate when the plan wants to start a node, or while it blocks and nodes
+/// wait; `None` when it was not asked (the status keeps what it had). A blocking decision is
+/// reused for [`crate::gate::RECHECK`]; a passing one is never reused, so every new start
+/// is preceded by a fresh query.
+#[allow(clippy::too_many_arguments)]
+async fn check_health_gate(
+    ctx: &Context,
+    config: &WindowConfig,
+    name: &str,
+    health_gate: &crate::schedule::HealthGatePolicy,
+    old_status: &MaintenanceWindowStatus,
+    input: &PlanInput,
+    plan: &RolloutPlan,
+    now: DateTime<Utc>,
+) -> Option<GateDecision> {
+    let memory = GateMemory::from_status(old_status.health_gate.as_ref());
+    let starts = plan
+        .state
+        .round
+        .in_flight
+        .keys()
+        .any(|n| !input.state.round.in_flight.contains_key(n));
+    let waiting = plan.summary.window_open && plan.summary.counts.pending > 0;
+    if !(starts || memory.blocking && waiting) {
+        return None;
+    }
+    if let Some((at, decision)) = lock(&ctx.gate_checks).get(name)
+        && decision.gate != rollout::Gate::Open
+        && now < *at + crate::gate::RECHECK
+        && now >= *at
+    {
+        return Some(decision.clone());
+    }
+    let answer = config.gate.query(&health_gate.query, now).await;
+    if let Err(err) = &answer {
+        tracing::warn!(window = %name, category = err.category(), %err, "health gate query failed; no new node starts");
+    }
+    let decision = crate::gate::evaluate(memory, &answer, health_gate.clear_for, now);
+    lock(&ctx.gate_checks).insert(name.to_string(), (now, decision.clone()));
+    Some(decision)
+}
+
+/// The `HealthGate` condition and `status.healthGate` from the gate's last decision; both go
+/// when the spec has no gate.
+fn apply_gate_status(
+    status: &mut MaintenanceWindowStatus,
+    policy: &WindowPolicy,
+    decision: Option<&GateDecision>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let conds = status.conditions.take().unwrap_or_default();
+    status.conditions = Some(match (&policy.health_gate, decision) {
+        (None, _) => {
+            status.health_gate = None;
+            conditions::remove(&conds, ConditionType::HealthGate)
+        }
+        (Some(_), Some(d)) => {
+            status.health_gate = Some(d.memory.to_status());
+            conditions::set(
+                &conds,
+                ConditionType::HealthGate,
+                d.passing.into(),
+                d.reason,
+                &d.message,
+                generation,
+                now,
+            )
+        }
+        (Some(_), None) if conditions::find(&conds, ConditionType::HealthGate).is_none() => {
+            conditions::set(
+                &conds,
+                ConditionType::HealthGate,
+                ConditionStatus::Unknown,
+                "NotQueried",
+                "the health gate is queried before the next node starts",
+                generation,
+                now,
+            )
+        }
+        (Some(_), None) => conds,
+    });
 }
 
 /// A NodeMaintenance as the planner sees it.
@@ -1113,10 +1258,10 @@ fn status_from_plan(
         generation,
         now,
     );
-    let (open_reason, open_message) = if summary.window_open {
-        ("WindowOpen", ready_message.clone())
-    } else {
-        ("WindowClosed", ready_message.clone())
+    let (open_reason, open_message) = match (&summary.frozen, summary.window_open) {
+        (Some(frozen), _) => ("Excluded", frozen.clone()),
+        (None, true) => ("WindowOpen", ready_message.clone()),
+        (None, false) => ("WindowClosed", ready_message.clone()),
     };
     conds = conditions::set(
         &conds,
@@ -1175,6 +1320,8 @@ fn status_from_plan(
         progress: Some(format!("{}/{}", counts.completed, counts.total)),
         last_handled_run_now: plan.state.last_handled_run_now.clone(),
         planned_nodes: policy.dry_run.then(|| plan.planned_order.clone()),
+        active_exclusion: policy.exclusion_at(now).map(|e| e.describe()),
+        health_gate: old.health_gate.clone(),
     }
 }
 

@@ -71,7 +71,7 @@ pub use crate::api::maintenance_window::OnWindowEnd;
 pub use crate::api::node_maintenance::MaintenancePhase;
 pub use crate::schedule::{Budget, BudgetError, WindowOccurrence};
 pub use name::{MAX_NAME_LEN, nm_name};
-pub use plan::plan;
+pub use plan::{domain_order, plan};
 pub use status::{open_window_span, round_status, state_from_status};
 
 /// The spec of a MaintenanceWindow, parsed and with defaults applied.
@@ -100,6 +100,8 @@ pub struct RolloutPolicy {
     pub dry_run: bool,
     /// `reason`, copied into each generated NodeMaintenance.
     pub reason: Option<String>,
+    /// `topologyKey`: when set, the round takes one domain ([`NodeView::domain`]) at a time.
+    pub topology_key: Option<String>,
 }
 
 impl Default for RolloutPolicy {
@@ -117,6 +119,7 @@ impl Default for RolloutPolicy {
             suspend: false,
             dry_run: false,
             reason: None,
+            topology_key: None,
         }
     }
 }
@@ -151,6 +154,9 @@ pub struct NodeView {
     pub boot_id: Option<String>,
     /// Labelled `node-role.kubernetes.io/control-plane` or `node-role.kubernetes.io/master`.
     pub control_plane: bool,
+    /// With a `topologyKey`, the node's value of that label; `None` (or empty) for a node
+    /// without it, which belongs to the last domain.
+    pub domain: Option<String>,
 }
 
 /// A NodeMaintenance in the cluster (pass all of them: the planner needs the foreign ones to
@@ -274,6 +280,8 @@ pub struct Round {
     /// Pending nodes that could not start at the last plan, with the reason
     /// ([`SkipReason::message`]); they are retried on every plan.
     pub skipped: BTreeMap<String, String>,
+    /// With a `topologyKey`, the domain being maintained ("" for nodes without the label).
+    pub domain: Option<String>,
 }
 
 impl Round {
@@ -316,8 +324,34 @@ pub struct PlanInput {
     /// How many more NodeMaintenances all windows together may create
     /// (`--max-concurrent-maintenances` minus those that exist); `None` for no cap.
     pub cap_headroom: Option<u32>,
+    /// The exclusion in force at `now`, if any: no window is open, no node starts and a
+    /// run-now request is refused.
+    pub freeze: Option<Freeze>,
+    /// The start of the next exclusion after `now`, if any (a wake-up time).
+    pub next_freeze: Option<DateTime<Utc>>,
+    /// The health gate's verdict: whether new nodes may start.
+    pub gate: Gate,
     /// The current instant, from the `Clock`.
     pub now: DateTime<Utc>,
+}
+
+/// An exclusion in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Freeze {
+    /// Which exclusion, for people (`spec.exclusions[0] "Black Friday" (...)`).
+    pub description: String,
+    /// When it ends.
+    pub end: DateTime<Utc>,
+}
+
+/// The health gate's verdict for this plan.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Gate {
+    /// New nodes may start (no gate, or it passes).
+    #[default]
+    Open,
+    /// No new node starts; in-flight nodes continue. The message says why.
+    Blocked(String),
 }
 
 /// A NodeMaintenance to create.
@@ -397,6 +431,8 @@ pub enum EventReason {
     /// A node cannot be started because a NodeMaintenance that is not this window's has
     /// the generated name.
     NodeBlocked,
+    /// A run-now request arrived during an exclusion: the freeze wins.
+    RunNowRefused,
 }
 
 impl EventReason {
@@ -411,6 +447,7 @@ impl EventReason {
             EventReason::RoundCompleted => "RoundCompleted",
             EventReason::RolloutStalled => "RolloutStalled",
             EventReason::NodeBlocked => "NodeBlocked",
+            EventReason::RunNowRefused => "RunNowRefused",
         }
     }
 }
@@ -498,6 +535,10 @@ pub struct Summary {
     pub budget: u32,
     /// Nodes counted against the budget now (after this plan's creates).
     pub unavailable: u32,
+    /// The exclusion in force, if any, and what it stopped.
+    pub frozen: Option<String>,
+    /// Nodes that would have started now but for the health gate.
+    pub held_by_gate: Vec<String>,
 }
 
 /// What the planner decided.

@@ -51,8 +51,32 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
             .map(|m| m.name.clone())
     };
 
-    // 1. The window.
-    let window = resolve_window(input, &mut state);
+    // 1. The window. An exclusion in force wins over the schedule and over run-now.
+    let frozen = input.freeze.as_ref().map(|freeze| {
+        if let Some(value) = &input.run_now
+            && state.last_handled_run_now.as_ref() != Some(value)
+        {
+            state.last_handled_run_now = Some(value.clone());
+            events.push(warning(
+                EventReason::RunNowRefused,
+                format!(
+                    "run-now {value:?} refused: {} is in force until {}",
+                    freeze.description,
+                    freeze.end.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+            ));
+        }
+        format!(
+            "{} is in force until {}: no window opens and no node starts, run-now included",
+            freeze.description,
+            freeze.end.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    });
+    let window = if frozen.is_some() {
+        None
+    } else {
+        resolve_window(input, &mut state)
+    };
     let open = window.map(|w| w.occurrence);
     if state.window != window {
         if let Some(old) = state.window {
@@ -322,6 +346,49 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
         .chain(round.in_flight.keys().cloned())
         .collect();
     let control_plane = control_plane_nodes(&input.nodes);
+    // One topology domain at a time: the domain of the nodes in flight, else the first
+    // domain (in name order, unlabelled last) with a node that could start.
+    let domain = policy.topology_key.as_ref().and_then(|_| {
+        let domain_of = |n: &str| {
+            nodes
+                .get(n)
+                .and_then(|v| v.domain.clone())
+                .unwrap_or_default()
+        };
+        let in_flight: Vec<String> = round.in_flight.keys().map(|n| domain_of(n)).collect();
+        let startable: Vec<String> = pending
+            .iter()
+            .filter(|n| {
+                let node = nodes[**n];
+                node.ready
+                    && node.schedulable
+                    && !foreign.contains_key(**n)
+                    && !owned.contains_key(**n)
+                    && name_taken(n).is_none()
+            })
+            .map(|n| domain_of(n))
+            .collect();
+        in_flight
+            .into_iter()
+            .min_by(domain_order)
+            .or_else(|| startable.into_iter().min_by(domain_order))
+    });
+    let in_domain = |n: &str| {
+        domain
+            .as_ref()
+            .is_none_or(|d| nodes.get(n).and_then(|v| v.domain.as_deref()).unwrap_or("") == d)
+    };
+    // The budget applies within the domain.
+    let budget = match &domain {
+        Some(_) => policy
+            .budget
+            .resolve(selected.iter().filter(|n| in_domain(n)).count()),
+        None => budget,
+    };
+    if domain.is_some() {
+        unavailable.retain(|n| in_domain(n));
+    }
+    let mut held_by_gate = Vec::new();
     for name in &pending {
         let node = nodes[name];
         let skip = if let Some(other) = foreign.get(name) {
@@ -346,7 +413,12 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
             skipped.push((name.to_string(), skip));
             continue;
         }
-        if !starting || unavailable.len() >= budget || headroom == 0 {
+        if !starting || unavailable.len() >= budget || headroom == 0 || !in_domain(name) {
+            continue;
+        }
+        if let Gate::Blocked(_) = input.gate {
+            held_by_gate.push(name.to_string());
+            unavailable.insert(name.to_string());
             continue;
         }
         headroom -= 1;
@@ -378,6 +450,11 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
         }
     }
     round.skipped = skips;
+    round.domain = if round.is_active() {
+        domain.clone()
+    } else {
+        None
+    };
     for name in started {
         let node = nodes[name];
         round.in_flight.insert(
@@ -449,6 +526,8 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
             counts,
             budget: budget as u32,
             unavailable: unavailable.len() as u32,
+            frozen,
+            held_by_gate,
         },
         events,
         skipped,
@@ -457,6 +536,11 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
         requeue_at,
         state,
     }
+}
+
+/// The order of topology domains: by name, with "" (nodes without the label) last.
+pub fn domain_order(a: &String, b: &String) -> std::cmp::Ordering {
+    (a.is_empty(), a).cmp(&(b.is_empty(), b))
 }
 
 /// The open window: the latest-ending of the persisted run-now window (while it lasts), the
@@ -514,6 +598,12 @@ fn requeue_at(
     }
     if let Some(next) = input.next_window {
         times.push(next.start);
+    }
+    if let Some(freeze) = &input.freeze {
+        times.push(freeze.end);
+    }
+    if let Some(at) = input.next_freeze {
+        times.push(at);
     }
     for entry in state.round.in_flight.values() {
         match entry.ending {

@@ -245,12 +245,16 @@ impl Sim {
                         cordoned_by_others: n.cordoned || self.foreign_on(&n.name),
                         boot_id: Some(format!("{}-{}", n.name, n.boot)),
                         control_plane: false,
+                        domain: None,
                     }
                 })
                 .collect(),
             maintenances: self.nms.iter().map(|n| n.view.clone()).collect(),
             state: self.state.clone(),
             cap_headroom: self.cap.map(|c| c.saturating_sub(self.nms.len() as u32)),
+            freeze: None,
+            next_freeze: None,
+            gate: Gate::Open,
             now,
         }
     }

@@ -43,6 +43,7 @@ pub fn round_status(round: &Round, counts: RoundCounts) -> RoundStatus {
                 reason: reason.clone(),
             })
             .collect(),
+        current_domain: round.domain.clone(),
         completed_nodes: round.completed.iter().cloned().collect(),
         stalled_at: round.stalled_at.map(to_time),
         forgiven_failures: (round.forgiven_failures > 0).then_some(round.forgiven_failures as i32),
@@ -112,6 +113,7 @@ fn round_from_status(round: &RoundStatus) -> Round {
             .iter()
             .map(|s| (s.name.clone(), s.reason.clone()))
             .collect(),
+        domain: round.current_domain.clone(),
     }
 }
 
@@ -210,6 +212,7 @@ mod tests {
             )]
             .into(),
             stalled_at: Some(at),
+            domain: Some("zone-a".into()),
             forgiven_failures: 1,
             skipped: [(
                 "d".to_string(),

@@ -26,6 +26,7 @@ fn node(name: &str) -> NodeBuilder {
         cordoned_by_others: false,
         boot_id: Some(format!("{name}-boot-1")),
         control_plane: false,
+        domain: None,
     })
 }
 
@@ -120,6 +121,9 @@ fn scenario() -> Scenario {
         maintenances: Vec::new(),
         state: RolloutState::default(),
         cap_headroom: None,
+        freeze: None,
+        next_freeze: None,
+        gate: Gate::Open,
         now: t(0),
     })
 }
@@ -849,4 +853,168 @@ fn a_control_plane_node_held_back_by_quorum_says_why_and_starts_once_a_peer_is_b
         .plan();
     assert_eq!(created(&back), ["cp-1"]);
     assert!(back.state.round.skipped["cp-2"].starts_with("ControlPlaneQuorum"));
+}
+
+// --- Exclusions, topology domains and the health gate (issue 13) ---
+
+fn frozen(until: i64) -> Freeze {
+    Freeze {
+        description: "spec.exclusions[0] \"Black Friday\"".to_string(),
+        end: t(until),
+    }
+}
+
+#[test]
+fn during_an_exclusion_no_window_opens_and_a_run_now_request_is_refused_and_remembered() {
+    let s = scenario()
+        .nodes([node("a"), node("b")])
+        .schedule(None, Some(window(1440, 1500)))
+        .run_now("go-1")
+        .with(|i| i.freeze = Some(frozen(600)));
+    let plan = s.plan();
+    assert!(plan.create.is_empty());
+    assert!(!plan.summary.window_open);
+    assert_eq!(plan.state.last_handled_run_now.as_deref(), Some("go-1"));
+    assert_eq!(reasons(&plan), [EventReason::RunNowRefused]);
+    assert!(plan.events[0].warning);
+    let frozen_msg = plan.summary.frozen.as_deref().unwrap();
+    assert!(frozen_msg.contains("Black Friday"), "{frozen_msg}");
+    assert!(frozen_msg.contains("run-now included"), "{frozen_msg}");
+    assert_eq!(plan.requeue_at, Some(t(600)), "wakes when the freeze ends");
+    // Once the freeze is over the same annotation value does not open a window.
+    let after = s.after(&plan).with(|i| i.freeze = None).at(601).plan();
+    assert!(after.create.is_empty());
+    assert!(after.events.is_empty());
+}
+
+#[test]
+fn an_exclusion_starting_mid_window_closes_it_and_in_flight_nodes_follow_on_window_end() {
+    let (s, seen) = with_a_in_flight();
+    let freeze = |s: &Scenario| s.at(10).with(|i| i.freeze = Some(frozen(300)));
+    // FinishInFlight: a keeps going, b does not start.
+    let finish = freeze(&s.after(&seen)).plan();
+    assert!(finish.create.is_empty());
+    assert!(finish.delete.is_empty());
+    assert!(finish.state.round.in_flight.contains_key("a"));
+    assert!(reasons(&finish).contains(&EventReason::WindowClosed));
+    // Abort: a's NodeMaintenance goes.
+    let abort = freeze(
+        &s.after(&seen)
+            .policy(|p| p.on_window_end = OnWindowEnd::Abort),
+    )
+    .plan();
+    assert_eq!(deleted(&abort), [("a", DeleteReason::Abort)]);
+}
+
+#[test]
+fn the_planner_wakes_at_the_next_exclusion_start() {
+    let plan = scenario()
+        .nodes([node("a")])
+        .with(|i| i.next_freeze = Some(t(30)))
+        .plan();
+    assert_eq!(plan.requeue_at, Some(t(10).min(t(30))).max(plan.requeue_at));
+    assert!(plan.requeue_at.unwrap() <= t(30));
+}
+
+fn zoned(name: &str, zone: Option<&str>) -> NodeBuilder {
+    let mut n = node(name);
+    n.0.domain = zone.map(str::to_string);
+    n
+}
+
+#[test]
+fn with_a_topology_key_one_domain_at_a_time_in_name_order_and_unlabelled_last() {
+    let nodes = || {
+        [
+            zoned("a1", Some("zone-b")),
+            zoned("a2", Some("zone-a")),
+            zoned("a3", Some("zone-a")),
+            zoned("a4", None),
+            zoned("a5", Some("zone-b")),
+            zoned("a6", Some("zone-a")),
+        ]
+    };
+    let s = scenario().nodes(nodes()).policy(|p| {
+        p.budget = Budget::Count(2);
+        p.topology_key = Some("topology.kubernetes.io/zone".into());
+    });
+    let first = s.plan();
+    assert_eq!(
+        created(&first),
+        ["a2", "a3"],
+        "zone-a first, budget 2 within it"
+    );
+    assert_eq!(first.state.round.domain.as_deref(), Some("zone-a"));
+    // While zone-a has nodes in flight, nothing of zone-b starts even with budget left.
+    let mut state = first.state.clone();
+    state.round.in_flight.remove("a3");
+    state.round.completed.insert("a3".into());
+    let second = s.state(state).at(1).plan();
+    // a2's create is not seen yet, so it is asked again; a6 is the new start.
+    assert_eq!(created(&second), ["a2", "a6"]);
+    // zone-a done: zone-b next, then the unlabelled node alone.
+    let mut state = second.state.clone();
+    state.round.in_flight.clear();
+    state
+        .round
+        .completed
+        .extend(["a2".to_string(), "a6".to_string()]);
+    let third = s.state(state).at(2).plan();
+    assert_eq!(created(&third), ["a1", "a5"], "zone-b once zone-a is done");
+    assert_eq!(third.state.round.domain.as_deref(), Some("zone-b"));
+    let mut state = third.state.clone();
+    state.round.in_flight.clear();
+    state
+        .round
+        .completed
+        .extend(["a1".to_string(), "a5".to_string()]);
+    let last = s.state(state).at(3).plan();
+    assert_eq!(created(&last), ["a4"]);
+    assert_eq!(last.state.round.domain.as_deref(), Some(""));
+}
+
+#[test]
+fn a_percentage_budget_is_resolved_against_the_domain() {
+    let s = scenario()
+        .nodes([
+            zoned("a1", Some("z1")),
+            zoned("a2", Some("z1")),
+            zoned("b1", Some("z2")),
+            zoned("b2", Some("z2")),
+            zoned("b3", Some("z2")),
+            zoned("b4", Some("z2")),
+        ])
+        .policy(|p| {
+            p.budget = Budget::Percent(50);
+            p.topology_key = Some("zone".into());
+        });
+    // 50% of 2 nodes in z1 = 1 (of 6 it would be 3).
+    assert_eq!(created(&s.plan()), ["a1"]);
+}
+
+#[test]
+fn a_domain_whose_nodes_cannot_start_is_passed_over_until_they_can() {
+    let s = scenario()
+        .nodes([zoned("a1", Some("z1")).not_ready(), zoned("b1", Some("z2"))])
+        .policy(|p| p.topology_key = Some("zone".into()));
+    let plan = s.plan();
+    assert_eq!(created(&plan), ["b1"]);
+    assert!(plan.state.round.skipped["a1"].starts_with("NotReady"));
+}
+
+#[test]
+fn a_blocked_gate_holds_new_starts_and_lets_in_flight_nodes_continue() {
+    let (s, seen) = with_a_in_flight();
+    let s = s
+        .after(&seen)
+        .policy(|p| p.budget = Budget::Count(2))
+        .with(|i| i.gate = Gate::Blocked("firing".into()));
+    let plan = s.at(1).plan();
+    assert!(plan.create.is_empty());
+    assert!(plan.delete.is_empty());
+    assert_eq!(plan.summary.held_by_gate, ["b"]);
+    assert!(plan.state.round.in_flight.contains_key("a"));
+    let open = s.with(|i| i.gate = Gate::Open).at(2).plan();
+    assert_eq!(created(&open), ["b"]);
+    assert!(open.summary.held_by_gate.is_empty());
 }

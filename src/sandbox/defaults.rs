@@ -76,6 +76,7 @@ pub fn scheme_defaults(group: &str, plural: &str, obj: &mut Value) {
             }
             template(spec);
         }
+        ("", "services") => super::workloads::service_defaults(obj),
         _ => {}
     }
 }

@@ -19,6 +19,7 @@ impl Store {
     pub fn react(&mut self) {
         while let Some(c) = self.next_change() {
             self.react_to(&c);
+            self.react_workloads(&c);
         }
     }
 
@@ -321,7 +322,7 @@ impl Store {
             _ => return,
         }
         let owner_uid = owner.get("uid").and_then(Value::as_str).unwrap_or_default();
-        if !self.uid_exists(owner_uid) {
+        if !self.uid_exists(owner_uid) || !self.replica_set_wants_more(owner_uid) {
             return;
         }
         let ns = namespace_of(pod).to_string();

@@ -29,6 +29,7 @@ pub mod patch;
 pub mod pdb;
 pub mod protobuf;
 pub mod resources;
+pub mod reviews;
 pub mod schema;
 pub mod selectors;
 pub mod server;
@@ -39,6 +40,7 @@ pub mod validation;
 pub mod webhook;
 pub mod webhook_client;
 pub mod webhook_rules;
+pub mod workloads;
 
 pub use error::ApiError;
 pub use faults::{Fault, FaultId, FaultRule, Faults};
@@ -542,11 +544,12 @@ impl Sandbox {
     /// of the feed are taken under one lock, so no change falls between them. A receiver that
     /// falls more than 8192 changes behind gets `RecvError::Lagged` and has missed states.
     pub fn observe(&self, api_version: &str, kind: &str) -> Result<Observation, SandboxError> {
-        let store = self.shared.lock();
+        let mut store = self.shared.lock();
         let rt = store.type_of_kind(api_version, kind).ok_or_else(|| {
             SandboxError::api(format!("observe {kind}"), ApiError::no_such_resource())
         })?;
         let key = rt.store_key();
+        store.ensure_table(&key);
         let objects = store
             .list(&key, "", &Default::default(), &Default::default())
             .into_iter()
@@ -869,7 +872,20 @@ impl Store {
                 ns: p.namespace.clone(),
                 name: owner.clone(),
             };
-            let owner_obj = match self.get(&key.gr, &key.ns, owner) {
+            // A new ReplicaSet starts at 0 replicas and is counted up with its pods, so its
+            // controller (workloads.rs) makes none of its own.
+            let existing = match self.get(&key.gr, &key.ns, owner) {
+                Some(o) => Some(o),
+                None => {
+                    let mut spec = json!({"selector": {"matchLabels": p.labels}, "template": {"metadata": {"labels": p.labels}, "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}});
+                    if kind == "ReplicaSet" {
+                        spec["replicas"] = json!(0);
+                    }
+                    self.create_raw(&rt, &p.namespace, json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": owner, "labels": p.labels}, "spec": spec}))?;
+                    self.get(&key.gr, &key.ns, owner)
+                }
+            };
+            let owner_obj = match existing {
                 Some(o) => {
                     if kind == "ReplicaSet" {
                         let mut o2 = (*o).clone();
@@ -883,13 +899,7 @@ impl Store {
                         o
                     }
                 }
-                None => {
-                    let mut spec = json!({"selector": {"matchLabels": p.labels}, "template": {"metadata": {"labels": p.labels}, "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]}}});
-                    if kind == "ReplicaSet" {
-                        spec["replicas"] = json!(1);
-                    }
-                    self.create_raw(&rt, &p.namespace, json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": owner, "labels": p.labels}, "spec": spec}))?
-                }
+                None => return Err(ApiError::not_found(&rt, owner)),
             };
             meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": kind, "name": owner,
                 "uid": store::uid_of(&owner_obj).unwrap_or_default(), "controller": true, "blockOwnerDeletion": true}]);

@@ -57,6 +57,8 @@ pub struct ResourceType {
     /// For a second view of another resource's store (events.k8s.io events): that resource's
     /// group.
     pub stored_as: Option<String>,
+    /// The verbs served.
+    pub verbs: Verbs,
 }
 
 impl ResourceType {
@@ -102,6 +104,11 @@ impl ResourceType {
 
     /// The verbs, for discovery.
     pub fn verbs(&self) -> Vec<&'static str> {
+        match self.verbs {
+            Verbs::All => {}
+            Verbs::CreateOnly => return vec!["create"],
+            Verbs::ReadOnly => return vec!["get", "list"],
+        }
         vec![
             "create",
             "delete",
@@ -120,8 +127,13 @@ impl ResourceType {
         self.custom
             || matches!(
                 self.group.as_str(),
-                "apps" | "policy" | "apiextensions.k8s.io"
+                "apps" | "policy" | "apiextensions.k8s.io" | "batch" | "autoscaling"
             )
+            || (self.group == "networking.k8s.io"
+                && matches!(
+                    self.plural.as_str(),
+                    "ingresses" | "ingressclasses" | "networkpolicies"
+                ))
             || (self.group.is_empty() && self.plural == "pods")
     }
 
@@ -147,145 +159,163 @@ impl ResourceType {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn builtin(
-    group: &str,
-    version: &str,
-    plural: &str,
-    kind: &str,
-    namespaced: bool,
-    short: &[&str],
-    all: bool,
-    status: bool,
-) -> ResourceType {
+/// What a client may do with a resource, for discovery and routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbs {
+    /// The eight verbs of a stored resource.
+    All,
+    /// Only `create`: the review kinds (TokenReview, SubjectAccessReview...), answered at once
+    /// and never stored.
+    CreateOnly,
+    /// Only `get` and `list` (ComponentStatus).
+    ReadOnly,
+}
+
+/// The scope of a k8s-openapi resource type, as a constant.
+trait ScopeKind {
+    const NAMESPACED: bool;
+}
+impl ScopeKind for k8s_openapi::NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+}
+impl ScopeKind for k8s_openapi::ClusterResourceScope {
+    const NAMESPACED: bool = false;
+}
+
+/// One built-in kind, read from its k8s-openapi type: group, version, kind, plural, scope,
+/// and whether its schema has a `status` (then kube-apiserver serves a status subresource).
+fn from_openapi<T>(verbs: Verbs) -> ResourceType
+where
+    T: k8s_openapi::Resource + schemars::JsonSchema,
+    T::Scope: ScopeKind,
+{
+    let schema = schemars::SchemaGenerator::default().into_root_schema_for::<T>();
+    let has_status = schema.as_value().pointer("/properties/status").is_some();
+    let (short_names, categories) = names_of(T::GROUP, T::URL_PATH_SEGMENT);
     ResourceType {
-        group: group.into(),
+        group: T::GROUP.into(),
         versions: vec![Version {
-            name: version.into(),
+            name: T::VERSION.into(),
             schema: None,
             printer_columns: vec![],
         }],
-        plural: plural.into(),
-        singular: kind.to_lowercase(),
-        kind: kind.into(),
-        namespaced,
-        short_names: short.iter().map(|s| s.to_string()).collect(),
-        categories: if all { vec!["all".into()] } else { vec![] },
-        status_subresource: status,
+        plural: T::URL_PATH_SEGMENT.into(),
+        singular: T::KIND.to_lowercase(),
+        kind: T::KIND.into(),
+        namespaced: <T::Scope as ScopeKind>::NAMESPACED,
+        short_names: short_names.iter().map(|s| s.to_string()).collect(),
+        categories: categories.iter().map(|s| s.to_string()).collect(),
+        status_subresource: has_status && verbs == Verbs::All,
         custom: false,
         stored_as: None,
+        verbs,
     }
 }
 
-/// The built-in kinds.
+/// Short names and categories, as kube-apiserver 1.32 declares them (k8s-openapi does not
+/// carry them).
+fn names_of(group: &str, plural: &str) -> (&'static [&'static str], &'static [&'static str]) {
+    const ALL: &[&str] = &["all"];
+    const EXT: &[&str] = &["api-extensions"];
+    match (group, plural) {
+        ("", "configmaps") => (&["cm"], &[]),
+        ("", "endpoints") => (&["ep"], &[]),
+        ("", "events") => (&["ev"], &[]),
+        ("", "limitranges") => (&["limits"], &[]),
+        ("", "namespaces") => (&["ns"], &[]),
+        ("", "nodes") => (&["no"], &[]),
+        ("", "persistentvolumeclaims") => (&["pvc"], &[]),
+        ("", "persistentvolumes") => (&["pv"], &[]),
+        ("", "pods") => (&["po"], ALL),
+        ("", "replicationcontrollers") => (&["rc"], ALL),
+        ("", "resourcequotas") => (&["quota"], &[]),
+        ("", "serviceaccounts") => (&["sa"], &[]),
+        ("", "services") => (&["svc"], ALL),
+        ("", "componentstatuses") => (&["cs"], &[]),
+        ("apps", "daemonsets") => (&["ds"], ALL),
+        ("apps", "deployments") => (&["deploy"], ALL),
+        ("apps", "replicasets") => (&["rs"], ALL),
+        ("apps", "statefulsets") => (&["sts"], ALL),
+        ("autoscaling", "horizontalpodautoscalers") => (&["hpa"], ALL),
+        ("batch", "cronjobs") => (&["cj"], ALL),
+        ("batch", "jobs") => (&[], ALL),
+        ("certificates.k8s.io", "certificatesigningrequests") => (&["csr"], &[]),
+        ("networking.k8s.io", "ingresses") => (&["ing"], &[]),
+        ("networking.k8s.io", "networkpolicies") => (&["netpol"], &[]),
+        ("policy", "poddisruptionbudgets") => (&["pdb"], &[]),
+        ("scheduling.k8s.io", "priorityclasses") => (&["pc"], &[]),
+        ("storage.k8s.io", "storageclasses") => (&["sc"], &[]),
+        ("apiextensions.k8s.io", "customresourcedefinitions") => (&["crd", "crds"], EXT),
+        ("admissionregistration.k8s.io", _) => (&[], EXT),
+        ("apiregistration.k8s.io", "apiservices") => (&[], EXT),
+        _ => (&[], &[]),
+    }
+}
+
+/// Every GA resource of the pinned Kubernetes API (k8s-openapi `v1_33`), newest version per
+/// group and kind. Subresource kinds (Binding, Eviction, Scale, TokenRequest) are served as
+/// subresources, not listed here; alpha and beta versions are not served.
+macro_rules! openapi_kinds {
+    ($verbs:expr => $($t:ty),* $(,)?) => {
+        vec![$(from_openapi::<$t>($verbs)),*]
+    };
+}
+
+fn openapi_builtins() -> Vec<ResourceType> {
+    use k8s_openapi::api::*;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+    use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
+    let mut all = openapi_kinds![Verbs::All =>
+        core::v1::Node, core::v1::Pod, core::v1::Namespace, core::v1::Event,
+        core::v1::ConfigMap, core::v1::Secret, core::v1::ServiceAccount, core::v1::Service,
+        core::v1::Endpoints, core::v1::LimitRange, core::v1::ResourceQuota,
+        core::v1::PersistentVolume, core::v1::PersistentVolumeClaim, core::v1::PodTemplate,
+        core::v1::ReplicationController,
+        events::v1::Event,
+        coordination::v1::Lease,
+        policy::v1::PodDisruptionBudget,
+        apps::v1::DaemonSet, apps::v1::ReplicaSet, apps::v1::Deployment, apps::v1::StatefulSet,
+        apps::v1::ControllerRevision,
+        batch::v1::Job, batch::v1::CronJob,
+        autoscaling::v2::HorizontalPodAutoscaler,
+        rbac::v1::Role, rbac::v1::RoleBinding, rbac::v1::ClusterRole, rbac::v1::ClusterRoleBinding,
+        networking::v1::Ingress, networking::v1::IngressClass, networking::v1::NetworkPolicy,
+        networking::v1::IPAddress, networking::v1::ServiceCIDR,
+        discovery::v1::EndpointSlice,
+        scheduling::v1::PriorityClass,
+        node::v1::RuntimeClass,
+        storage::v1::StorageClass, storage::v1::CSIDriver, storage::v1::CSINode,
+        storage::v1::CSIStorageCapacity, storage::v1::VolumeAttachment,
+        certificates::v1::CertificateSigningRequest,
+        flowcontrol::v1::FlowSchema, flowcontrol::v1::PriorityLevelConfiguration,
+        admissionregistration::v1::ValidatingWebhookConfiguration,
+        admissionregistration::v1::MutatingWebhookConfiguration,
+        admissionregistration::v1::ValidatingAdmissionPolicy,
+        admissionregistration::v1::ValidatingAdmissionPolicyBinding,
+        apiextensions::CustomResourceDefinition,
+        apiregistration::APIService,
+    ];
+    all.extend(openapi_kinds![Verbs::CreateOnly =>
+        authentication::v1::TokenReview, authentication::v1::SelfSubjectReview,
+        authorization::v1::SubjectAccessReview, authorization::v1::SelfSubjectAccessReview,
+        authorization::v1::LocalSubjectAccessReview, authorization::v1::SelfSubjectRulesReview,
+    ]);
+    all.extend(openapi_kinds![Verbs::ReadOnly => core::v1::ComponentStatus]);
+    for t in &mut all {
+        // The two Event APIs are two views of one store (the core one).
+        if t.group == "events.k8s.io" {
+            t.stored_as = Some(String::new());
+        }
+    }
+    all
+}
+
+static BUILTINS: std::sync::LazyLock<Vec<ResourceType>> =
+    std::sync::LazyLock::new(openapi_builtins);
+
+/// The built-in kinds (see [`openapi_builtins`]), computed once.
 pub fn builtins() -> Vec<ResourceType> {
-    let mut events_new = builtin(
-        "events.k8s.io",
-        "v1",
-        "events",
-        "Event",
-        true,
-        &[],
-        false,
-        false,
-    );
-    events_new.stored_as = Some(String::new());
-    vec![
-        builtin("", "v1", "nodes", "Node", false, &["no"], false, true),
-        builtin("", "v1", "pods", "Pod", true, &["po"], true, true),
-        builtin(
-            "",
-            "v1",
-            "namespaces",
-            "Namespace",
-            false,
-            &["ns"],
-            false,
-            true,
-        ),
-        builtin("", "v1", "events", "Event", true, &["ev"], false, false),
-        events_new,
-        builtin(
-            "coordination.k8s.io",
-            "v1",
-            "leases",
-            "Lease",
-            true,
-            &[],
-            false,
-            false,
-        ),
-        builtin(
-            "policy",
-            "v1",
-            "poddisruptionbudgets",
-            "PodDisruptionBudget",
-            true,
-            &["pdb"],
-            false,
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "daemonsets",
-            "DaemonSet",
-            true,
-            &["ds"],
-            true,
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "replicasets",
-            "ReplicaSet",
-            true,
-            &["rs"],
-            true,
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "deployments",
-            "Deployment",
-            true,
-            &["deploy"],
-            true,
-            true,
-        ),
-        builtin(
-            "apps",
-            "v1",
-            "statefulsets",
-            "StatefulSet",
-            true,
-            &["sts"],
-            true,
-            true,
-        ),
-        builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "customresourcedefinitions",
-            "CustomResourceDefinition",
-            false,
-            &["crd", "crds"],
-            false,
-            true,
-        ),
-        builtin(
-            "admissionregistration.k8s.io",
-            "v1",
-            "validatingwebhookconfigurations",
-            "ValidatingWebhookConfiguration",
-            false,
-            &[],
-            false,
-            false,
-        ),
-    ]
+    BUILTINS.clone()
 }
 
 /// Why a CRD cannot be served.
@@ -411,6 +441,7 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, CrdError> {
         status_subresource: status,
         custom: true,
         stored_as: None,
+        verbs: Verbs::All,
     })
 }
 

@@ -315,6 +315,11 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         Some(s) => format!("{}/{s}", target.rt.plural),
         None => target.rt.plural.clone(),
     };
+    // fidelity: a verb the resource does not serve (GET of a review, a write of a read-only
+    // kind) is a 405, as kube-apiserver answers.
+    if target.sub.is_none() && !target.rt.verbs().contains(&verb) {
+        return Err(ApiError::method_not_allowed());
+    }
     shared.count(verb, &resource);
     let content_type = req
         .headers()
@@ -437,6 +442,17 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 return Err(ApiError::method_not_allowed());
             }
             let obj = decode::object(&target.rt, &content_type, &body)?;
+            // fidelity: reviews are answered at once and never stored.
+            if target.rt.verbs == super::resources::Verbs::CreateOnly {
+                let review = super::reviews::answer(
+                    &target.rt,
+                    &target.version,
+                    &target.ns,
+                    obj,
+                    shared.token.as_deref(),
+                )?;
+                return Ok(json_response(201, &review));
+            }
             let obj = input(&target.rt, obj);
             let write = write_of(&target, Verb::Create, opts.dry_run);
             let created = webhook::admit(&shared, &write, |store, pass| {
@@ -1252,7 +1268,8 @@ fn watch(
     let table_of = as_table;
     // Under the lock: the initial state and the subscription, so that nothing falls between.
     let start = {
-        let store = shared.lock();
+        let mut store = shared.lock();
+        store.ensure_table(&target.rt.store_key());
         let current = store.current_rv();
         let synthetic = rv.is_empty() || rv == "0" || send_initial;
         let parsed = if synthetic {

@@ -236,9 +236,8 @@ impl Store {
             timers,
             queue: VecDeque::new(),
         };
-        for t in s.types.clone() {
-            s.tables.entry(t.store_key()).or_insert_with(Table::new);
-        }
+        // Tables are made on first write or watch (`ensure_table`): the ~60 built-in kinds
+        // nobody uses cost nothing.
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns},
                 "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
@@ -1443,6 +1442,15 @@ pub fn invalid_name(name: &str) -> Option<String> {
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
         && name.ends_with(|c: char| c.is_ascii_alphanumeric());
     (!ok).then(|| "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')".to_string())
+}
+
+// fidelity: lazily made tables (one per resource, on first write or watch).
+impl Store {
+    /// Make sure a resource has its table, so that a watch can subscribe to it before its
+    /// first write.
+    pub fn ensure_table(&mut self, key: &GroupResource) {
+        self.tables.entry(key.clone()).or_insert_with(Table::new);
+    }
 }
 
 #[cfg(test)]

@@ -11,18 +11,20 @@
 
 pub mod cron;
 pub mod duration;
+pub mod exclusion;
 pub mod round;
 pub mod window;
 
 pub use cron::{CronField, Schedule, resolve_local};
 pub use duration::{format_duration, parse_go_duration};
+pub use exclusion::{ExclusionPeriod, parse_exclusions};
 pub use round::{
     Budget, BudgetError, estimate_round, parse_max_unavailable, resolve_max_unavailable,
     round_order, selector_matches,
 };
 pub use window::{
-    MAX_WINDOW_DURATION, MIN_WINDOW_DURATION, PlannedNode, ReleasePolicy, WindowOccurrence,
-    WindowPolicy, default_node_timeout,
+    HealthGatePolicy, MAX_WINDOW_DURATION, MIN_WINDOW_DURATION, PlannedNode, ReleasePolicy,
+    SkippedOpening, WindowOccurrence, WindowPolicy, default_node_timeout,
 };
 
 use chrono_tz::Tz;

@@ -5,6 +5,10 @@
 //! is the half-open interval `[start, start + duration)`, with `duration` counted in elapsed
 //! time (a 4h window across a DST change lasts 4 real hours).
 
+use super::exclusion::{
+    ExclusionPeriod, apply_exclusions, exclusion_at, just_before, last_exclusion_end,
+    parse_exclusions,
+};
 use super::round::{Budget, estimate_round, parse_max_unavailable};
 use super::{Schedule, parse_go_duration, parse_time_zone};
 use crate::admission::FieldError;
@@ -93,6 +97,30 @@ pub struct WindowPolicy {
     pub suspend: bool,
     /// `spec.dryRun`, default false.
     pub dry_run: bool,
+    /// `spec.exclusions`, resolved to UTC, in spec order.
+    pub exclusions: Vec<ExclusionPeriod>,
+    /// `spec.topologyKey`.
+    pub topology_key: Option<String>,
+    /// `spec.healthGate`.
+    pub health_gate: Option<HealthGatePolicy>,
+}
+
+/// `spec.healthGate`, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthGatePolicy {
+    /// The PromQL query.
+    pub query: String,
+    /// How long the result must stay empty before starts resume.
+    pub clear_for: Duration,
+}
+
+/// An opening that an exclusion removed, for `nmo plan`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SkippedOpening {
+    /// When the window would have opened.
+    pub start: DateTime<Utc>,
+    /// The exclusion that removed it (index into `spec.exclusions`).
+    pub exclusion: usize,
 }
 
 impl WindowPolicy {
@@ -199,6 +227,54 @@ impl WindowPolicy {
             );
         }
 
+        let exclusions = match (&spec.exclusions, time_zone) {
+            (Some(list), Some(tz)) => parse_exclusions(list, tz)
+                .map_err(|e| errors.extend(e))
+                .ok(),
+            (None, _) => Some(Vec::new()),
+            (Some(_), None) => None,
+        };
+        if let Some(key) = &spec.topology_key
+            && let Some(problem) = label_key_problem(key)
+        {
+            errors.push(FieldError::new("spec.topologyKey", problem));
+        }
+        let health_gate = match &spec.health_gate {
+            None => Some(None),
+            Some(gate) => {
+                let mut ok = true;
+                if gate.query.trim().is_empty() {
+                    ok = false;
+                    errors.push(FieldError::new(
+                        "spec.healthGate.query",
+                        "must not be empty: give a PromQL query such as ALERTS{alertstate=\"firing\"}; any series in its result blocks new starts",
+                    ));
+                }
+                let clear_for = parse_go_duration(&gate.for_)
+                    .map_err(|e| {
+                        errors.push(FieldError::new(
+                            "spec.healthGate.for",
+                            format!("{e} (use a Go duration such as \"5m\" or \"30s\")"),
+                        ))
+                    })
+                    .ok();
+                match clear_for {
+                    Some(d) if d > MAX_WINDOW_DURATION => {
+                        errors.push(FieldError::new(
+                            "spec.healthGate.for",
+                            format!("{:?} is too long: the maximum is 744h (31 days)", gate.for_),
+                        ));
+                        None
+                    }
+                    Some(clear_for) if ok => Some(Some(HealthGatePolicy {
+                        query: gate.query.clone(),
+                        clear_for,
+                    })),
+                    _ => None,
+                }
+            }
+        };
+
         match (
             schedule,
             time_zone,
@@ -226,6 +302,9 @@ impl WindowPolicy {
                 on_window_end: spec.on_window_end_or_default(),
                 suspend: spec.suspend.unwrap_or(false),
                 dry_run: spec.dry_run.unwrap_or(false),
+                exclusions: exclusions.unwrap_or_default(),
+                topology_key: spec.topology_key.clone(),
+                health_gate: health_gate.flatten(),
             }),
             _ => Err(errors),
         }
@@ -235,18 +314,84 @@ impl WindowPolicy {
     /// Stateless, so it survives restarts. When openings overlap (a schedule that fires more
     /// often than `duration`), this is the earliest still open; when it closes the next one
     /// is found, so the window stays open without a gap.
+    ///
+    /// With exclusions: none is open during an exclusion, an opening inside one is skipped,
+    /// and a window is cut at the start of an exclusion that begins while it is open.
     pub fn current_window(&self, now: DateTime<Utc>) -> Option<WindowOccurrence> {
-        let start = self
-            .schedule
-            .next_after(now - self.duration, self.time_zone)?;
-        (start <= now).then(|| self.occurrence(start))
+        if exclusion_at(&self.exclusions, now).is_some() {
+            return None;
+        }
+        // An opening before the last exclusion that is over was skipped or cut by it.
+        let mut from = now - self.duration;
+        if let Some(end) = last_exclusion_end(&self.exclusions, now) {
+            from = from.max(just_before(end));
+        }
+        let start = self.schedule.next_after(from, self.time_zone)?;
+        if start > now {
+            return None;
+        }
+        let end = apply_exclusions(&self.exclusions, start, start + self.duration).ok()?;
+        Some(WindowOccurrence { start, end })
     }
 
-    /// The first opening strictly after `now`.
+    /// The first opening strictly after `now` that no exclusion skips, cut by exclusions.
     pub fn next_window(&self, now: DateTime<Utc>) -> Option<WindowOccurrence> {
-        self.schedule
-            .next_after(now, self.time_zone)
-            .map(|start| self.occurrence(start))
+        let mut cursor = now;
+        loop {
+            let start = self.schedule.next_after(cursor, self.time_zone)?;
+            match apply_exclusions(&self.exclusions, start, start + self.duration) {
+                Ok(end) => return Some(WindowOccurrence { start, end }),
+                Err(exclusion) => cursor = just_before(exclusion.end).max(start),
+            }
+        }
+    }
+
+    /// The openings strictly after `after` and before `until` that exclusions skip, each
+    /// with the exclusion that removed it, at most `limit` of them.
+    pub fn skipped_openings(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<SkippedOpening> {
+        let mut out = Vec::new();
+        if self.exclusions.is_empty() {
+            return out;
+        }
+        let mut cursor = after;
+        while out.len() < limit {
+            let Some(start) = self.schedule.next_after(cursor, self.time_zone) else {
+                break;
+            };
+            if start >= until {
+                break;
+            }
+            if let Some(e) = exclusion_at(&self.exclusions, start) {
+                out.push(SkippedOpening {
+                    start,
+                    exclusion: e.index,
+                });
+                cursor = start;
+            } else {
+                // Jump to the next exclusion: openings between here and there are kept.
+                match self
+                    .exclusions
+                    .iter()
+                    .map(|e| e.start)
+                    .filter(|s| *s > start)
+                    .min()
+                {
+                    Some(next) => cursor = just_before(next),
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    /// The exclusion in force at `now`, if any.
+    pub fn exclusion_at(&self, now: DateTime<Utc>) -> Option<&ExclusionPeriod> {
+        exclusion_at(&self.exclusions, now)
     }
 
     /// The next `n` openings strictly after `after`, in order (fewer if the schedule runs out
@@ -353,6 +498,38 @@ pub fn default_node_timeout() -> Duration {
         .unwrap_or_else(|_| Duration::hours(2))
 }
 
+/// What is wrong with a label key (`prefix/name`), if anything.
+fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    (!name_ok || !prefix_ok).then(|| {
+        format!(
+            "{key:?} is not a valid label key: use an optional DNS prefix and a name of at most 63 letters, digits, '-', '_' and '.', such as \"topology.kubernetes.io/zone\""
+        )
+    })
+}
+
 fn bounded_duration(text: &str, min: Duration, too_small: &str) -> Result<Duration, String> {
     let d = parse_go_duration(text)
         .map_err(|e| format!("{e} (use a Go duration such as \"90m\", \"4h\" or \"1h30m\")"))?;
@@ -391,6 +568,9 @@ mod tests {
             on_window_end: None,
             suspend: None,
             dry_run: None,
+            exclusions: None,
+            topology_key: None,
+            health_gate: None,
         }
     }
 
@@ -530,5 +710,211 @@ mod tests {
             .map(|n| n.window)
             .collect();
         assert_eq!(windows, [Some(0), Some(1), None]);
+    }
+}
+
+#[cfg(test)]
+mod exclusion_tests {
+    use super::*;
+    use crate::api::{Exclusion, Release};
+    use chrono::TimeZone;
+
+    fn policy(
+        schedule: &str,
+        tz: &str,
+        duration: &str,
+        exclusions: &[(&str, &str)],
+    ) -> WindowPolicy {
+        WindowPolicy::from_spec(&MaintenanceWindowSpec {
+            schedule: schedule.into(),
+            time_zone: Some(tz.into()),
+            duration: duration.into(),
+            node_selector: Default::default(),
+            max_unavailable: None,
+            reason: None,
+            release: Release {
+                after: Some("10m".into()),
+                on_reboot: None,
+            },
+            node_timeout: None,
+            min_ready_seconds: None,
+            max_failures: None,
+            on_window_end: None,
+            suspend: None,
+            dry_run: None,
+            exclusions: Some(
+                exclusions
+                    .iter()
+                    .map(|(s, e)| Exclusion {
+                        start: s.to_string(),
+                        end: e.to_string(),
+                        reason: Some("freeze".into()),
+                    })
+                    .collect(),
+            ),
+            topology_key: None,
+            health_gate: None,
+        })
+        .unwrap()
+    }
+
+    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
+    }
+
+    #[test]
+    fn next_window_skips_excluded_openings_in_berlin() {
+        // Daily 02:00 Berlin; 24-26 Dec frozen (local days).
+        let p = policy(
+            "0 2 * * *",
+            "Europe/Berlin",
+            "4h",
+            &[("2026-12-24", "2026-12-26")],
+        );
+        let next = p.next_window(utc(2026, 12, 23, 12, 0)).unwrap();
+        assert_eq!(
+            next.start,
+            utc(2026, 12, 27, 1, 0),
+            "24, 25 and 26 are skipped"
+        );
+        let skipped = p.skipped_openings(utc(2026, 12, 23, 12, 0), next.start, 10);
+        let starts: Vec<_> = skipped.iter().map(|s| s.start).collect();
+        assert_eq!(
+            starts,
+            [
+                utc(2026, 12, 24, 1, 0),
+                utc(2026, 12, 25, 1, 0),
+                utc(2026, 12, 26, 1, 0)
+            ]
+        );
+        assert!(skipped.iter().all(|s| s.exclusion == 0));
+        assert_eq!(p.current_window(utc(2026, 12, 25, 2, 0)), None);
+        assert!(p.exclusion_at(utc(2026, 12, 25, 2, 0)).is_some());
+    }
+
+    #[test]
+    fn a_window_is_cut_at_the_start_of_an_exclusion() {
+        // 22:00-02:00 New York windows; an exclusion from 2026-11-27 (local midnight).
+        let p = policy(
+            "0 22 * * *",
+            "America/New_York",
+            "4h",
+            &[("2026-11-27", "2026-11-27")],
+        );
+        let w = p.current_window(utc(2026, 11, 27, 4, 0)).unwrap();
+        assert_eq!(w.start, utc(2026, 11, 27, 3, 0));
+        assert_eq!(
+            w.end,
+            utc(2026, 11, 27, 5, 0),
+            "cut at 00:00 local (05:00 UTC)"
+        );
+        assert_eq!(p.current_window(utc(2026, 11, 27, 5, 0)), None);
+        assert_eq!(p.next_window(utc(2026, 11, 26, 12, 0)), Some(w));
+        // The opening of the 27th (22:00 local) is inside the exclusion: skipped.
+        assert_eq!(
+            p.next_window(utc(2026, 11, 27, 4, 0)).unwrap().start,
+            utc(2026, 11, 29, 3, 0)
+        );
+    }
+
+    #[test]
+    fn exclusions_across_dst_changes_cover_local_days_in_two_zones() {
+        // Berlin falls back on 2026-10-25; the opening at 02:30 local happens once.
+        let p = policy(
+            "30 2 * * *",
+            "Europe/Berlin",
+            "1h",
+            &[("2026-10-25", "2026-10-25")],
+        );
+        assert_eq!(
+            p.next_window(utc(2026, 10, 24, 12, 0)).unwrap().start,
+            utc(2026, 10, 26, 1, 30)
+        );
+        // New York springs forward on 2026-03-08: 02:30 does not exist and fires at 03:00
+        // EDT, which is inside the whole-day exclusion of the 8th.
+        let p = policy(
+            "30 2 * * *",
+            "America/New_York",
+            "1h",
+            &[("2026-03-08", "2026-03-08")],
+        );
+        let skipped = p.skipped_openings(utc(2026, 3, 7, 12, 0), utc(2026, 3, 10, 0, 0), 5);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].start, utc(2026, 3, 8, 7, 0));
+        assert_eq!(
+            p.next_window(utc(2026, 3, 7, 12, 0)).unwrap().start,
+            utc(2026, 3, 9, 6, 30)
+        );
+    }
+
+    #[test]
+    fn an_opening_at_an_exclusions_end_is_kept_and_overlapping_openings_resume_after_it() {
+        let p = policy(
+            "0 * * * *",
+            "UTC",
+            "3h",
+            &[("2026-05-01T10:00:00Z", "2026-05-01T12:00:00Z")],
+        );
+        assert_eq!(p.current_window(utc(2026, 5, 1, 11, 0)), None);
+        let w = p.current_window(utc(2026, 5, 1, 12, 30)).unwrap();
+        assert_eq!(
+            w.start,
+            utc(2026, 5, 1, 12, 0),
+            "openings cut before the exclusion stay closed"
+        );
+        assert_eq!(w.end, utc(2026, 5, 1, 15, 0));
+        let w = p.current_window(utc(2026, 5, 1, 9, 30)).unwrap();
+        assert_eq!(
+            (w.start, w.end),
+            (utc(2026, 5, 1, 7, 0), utc(2026, 5, 1, 10, 0))
+        );
+    }
+
+    #[test]
+    fn health_gate_and_topology_key_are_checked_per_field() {
+        let mut spec = MaintenanceWindowSpec {
+            schedule: "@daily".into(),
+            time_zone: None,
+            duration: "1h".into(),
+            node_selector: Default::default(),
+            max_unavailable: None,
+            reason: None,
+            release: Release {
+                after: Some("10m".into()),
+                on_reboot: None,
+            },
+            node_timeout: None,
+            min_ready_seconds: None,
+            max_failures: None,
+            on_window_end: None,
+            suspend: None,
+            dry_run: None,
+            exclusions: None,
+            topology_key: Some("topology.kubernetes.io/zone".into()),
+            health_gate: Some(crate::api::HealthGate {
+                query: "ALERTS".into(),
+                for_: "5m".into(),
+            }),
+        };
+        let p = WindowPolicy::from_spec(&spec).unwrap();
+        assert_eq!(p.health_gate.unwrap().clear_for, Duration::minutes(5));
+        spec.topology_key = Some("bad key!".into());
+        spec.health_gate = Some(crate::api::HealthGate {
+            query: "  ".into(),
+            for_: "five minutes".into(),
+        });
+        let errors: Vec<String> = WindowPolicy::from_spec(&spec)
+            .unwrap_err()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(errors[0].starts_with("spec.topologyKey: \"bad key!\" is not a valid label key"));
+        assert!(errors[1].starts_with("spec.healthGate.query: must not be empty"));
+        assert!(
+            errors[2].starts_with("spec.healthGate.for: invalid duration \"five minutes\""),
+            "{}",
+            errors[2]
+        );
     }
 }

@@ -77,6 +77,9 @@ pub struct Metrics {
     pub reconcile_duration: Histogram<1>,
     /// `nmo_config_last_reload_successful`: whether the last load of `--config` worked.
     pub config_last_reload_successful: Gauge<0>,
+    /// `nmo_health_gate_blocks_total{reason}`: plans in which the health gate held back node
+    /// starts, by reason (`QueryFiring`, `Clearing`, `PrometheusUnreachable`, ...).
+    pub health_gate_blocks: Counter<1>,
 }
 
 impl Default for Metrics {
@@ -151,6 +154,11 @@ impl Metrics {
                 help: "Whether the last load of the --config file succeeded (1) or failed (0).",
                 labels: [],
             }),
+            health_gate_blocks: Counter::new(Desc {
+                name: "nmo_health_gate_blocks_total",
+                help: "Plans in which a MaintenanceWindow's health gate held back node starts, by reason.",
+                labels: ["reason"],
+            }),
         };
         m.config_last_reload_successful.set([], 1.0);
         for outcome in [
@@ -207,9 +215,14 @@ impl Metrics {
             .set([], if successful { 1.0 } else { 0.0 });
     }
 
+    /// Record a plan in which the health gate held back starts, for a bounded `reason`.
+    pub fn health_gate_blocked(&self, reason: &str) {
+        self.health_gate_blocks.inc([reason]);
+    }
+
     /// Every series in the text exposition format 0.0.4.
     pub fn encode(&self) -> String {
-        let families: [&dyn Encode; 11] = [
+        let families: [&dyn Encode; 12] = [
             &self.windows_open,
             &self.nodes_in_maintenance,
             &self.node_maintenances,
@@ -221,6 +234,7 @@ impl Metrics {
             &self.reconcile_errors,
             &self.reconcile_duration,
             &self.config_last_reload_successful,
+            &self.health_gate_blocks,
         ];
         let mut out = String::new();
         for family in families {
