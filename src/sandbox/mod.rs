@@ -26,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod faults;
 pub mod kubelet;
+pub mod openapi;
 pub mod patch;
 pub mod pdb;
 pub mod protobuf;

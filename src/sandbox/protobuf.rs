@@ -84,14 +84,8 @@ pub fn negotiate(accept: &str, has_protobuf: bool) -> Result<Wire, ApiError> {
     Err(ApiError::new(
         406,
         "NotAcceptable",
-        format!(
-            "only the following media types are accepted: application/json, application/yaml{}",
-            if has_protobuf {
-                ", application/vnd.kubernetes.protobuf"
-            } else {
-                ""
-            }
-        ),
+        // kube-apiserver names protobuf even for custom resources, which cannot use it.
+        "only the following media types are accepted: application/json, application/yaml, application/vnd.kubernetes.protobuf",
     ))
 }
 

@@ -6,6 +6,7 @@ use super::discovery;
 use super::error::ApiError;
 use super::events;
 use super::faults::{self, FaultRule, Faults, RequestInfo, Verdict};
+use super::openapi;
 use super::patch::{self, Scope, WriteContext};
 use super::protobuf::{self, Wire};
 use super::resources::ResourceType;
@@ -228,6 +229,20 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
                 "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
                 vec![],
             ));
+        }
+        // OpenAPI v3 (see `openapi`): the index and the group-version documents.
+        (&Method::GET, ["openapi", "v3"]) => {
+            shared.count("discovery", "");
+            let types = shared.lock().types().to_vec();
+            return Ok(json_response(200, &openapi::index(&types)));
+        }
+        (&Method::GET, ["openapi", "v3", gv @ ..]) => {
+            shared.count("discovery", "");
+            let types = shared.lock().types().to_vec();
+            let doc = openapi::document(&types, &gv.join("/"));
+            return doc
+                .map(|d| json_response(200, &d))
+                .ok_or_else(ApiError::no_such_resource);
         }
         (_, [faults::admin::PREFIX, ..]) => {
             let method = req.method().clone();

@@ -1227,7 +1227,8 @@ impl Store {
         }
     }
 
-    /// `fieldValidation=Strict` refuses fields a CRD schema does not declare, with
+    /// `fieldValidation=Strict` refuses fields a CRD schema (or a built-in kind's) does not
+    /// declare, with
     /// kube-apiserver's wording.
     fn check_strict(
         &self,
@@ -1235,17 +1236,28 @@ impl Store {
         opts: &WriteOpts,
         obj: &Value,
     ) -> Result<(), ApiError> {
-        if !opts.strict || !rt.custom {
+        if !opts.strict {
             return Ok(());
         }
-        let Some(schema) = rt
-            .version(&opts.version)
-            .or_else(|| rt.versions.first())
-            .and_then(|v| v.schema.as_ref())
-        else {
-            return Ok(());
+        // Built-in kinds: their k8s-openapi schema (see `openapi`).
+        let unknown = if !rt.custom {
+            if rt.stored_as.is_some() {
+                return Ok(());
+            }
+            match super::openapi::unknown_builtin_fields(&rt.group, &opts.version, &rt.kind, obj) {
+                Some(u) => u,
+                None => return Ok(()),
+            }
+        } else {
+            let Some(schema) = rt
+                .version(&opts.version)
+                .or_else(|| rt.versions.first())
+                .and_then(|v| v.schema.as_ref())
+            else {
+                return Ok(());
+            };
+            super::schema::unknown_fields(schema, obj)
         };
-        let unknown = super::schema::unknown_fields(schema, obj);
         if unknown.is_empty() {
             return Ok(());
         }
