@@ -928,3 +928,42 @@ spec:
     );
     assert!(blocks(&env) >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_server_refuses_an_exclusion_ending_before_it_starts_with_the_cel_message() {
+    let env = Env::new(at(1, 0), 600.0, &workers(1), ControllerConfig::default()).await;
+    for (start, end, message) in [
+        (
+            "2026-12-26",
+            "2026-12-24",
+            "spec.exclusions[].end must not be before start",
+        ),
+        (
+            "2026-12-24T10:00:00Z",
+            "2026-12-24T11:00:00+02:00",
+            "spec.exclusions[].end must be after start",
+        ),
+    ] {
+        let window: MaintenanceWindow = serde_yaml::from_str(&format!(
+            r#"
+apiVersion: nodemaintenance.medik8s.io/v1alpha1
+kind: MaintenanceWindow
+metadata: {{name: bad}}
+spec:
+  schedule: "0 2 * * *"
+  duration: 4h
+  nodeSelector: {{matchLabels: {{role: worker}}}}
+  release: {{after: 5m}}
+  exclusions: [{{start: "{start}", end: "{end}"}}]
+"#
+        ))
+        .unwrap();
+        let err = env
+            .windows()
+            .create(&PostParams::default(), &window)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(message), "{start} - {end}: {err}");
+    }
+}
