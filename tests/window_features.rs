@@ -967,3 +967,44 @@ spec:
         assert!(err.contains(message), "{start} - {end}: {err}");
     }
 }
+
+/// The hook `nmo simulate --fake-alert START/END` uses: a scripted gate over the virtual clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_fake_alert_holds_the_window_for_its_virtual_span_plus_for() {
+    let gate = nmo::gate::ScriptedGate::new();
+    gate.firing_between(at(2, 0), at(2, 40));
+    let mut config = ControllerConfig::default();
+    config.maintenance_window.gate = GateBackend::Scripted(gate.clone());
+    let env = Env::new(at(1, 58), 600.0, &workers(2), config).await;
+    env.apply_window(
+        r#"
+apiVersion: nodemaintenance.medik8s.io/v1alpha1
+kind: MaintenanceWindow
+metadata: {name: scripted}
+spec:
+  schedule: "0 2 * * *"
+  duration: 4h
+  nodeSelector: {matchLabels: {role: worker}}
+  release: {after: 5m}
+  healthGate: {query: 'ALERTS{alertstate="firing"}', for: 10m}
+"#,
+    )
+    .await;
+    let maintenances = env.maintenances();
+    let first = env
+        .wait("the first NodeMaintenance", 60, || {
+            let maintenances = maintenances.clone();
+            async move {
+                let list = maintenances.list(&ListParams::default()).await.ok()?;
+                list.items.into_iter().next()
+            }
+        })
+        .await;
+    let created = nmo::api::from_time(first.metadata.creation_timestamp.as_ref().unwrap());
+    assert!(
+        created >= at(2, 50),
+        "started at {created}: the fake alert fired until 02:40 and for is 10m"
+    );
+    assert!(gate.queries() >= 2, "the gate was asked while blocked");
+    assert!(blocks(&env) >= 1);
+}
