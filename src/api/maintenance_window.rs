@@ -87,11 +87,13 @@ pub struct MaintenanceWindowSpec {
     /// Freeze periods: no window opens and no node starts during one (run-now included);
     /// in-flight nodes follow `onWindowEnd`. A window overlapping one is cut at its start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub exclusions: Option<Vec<Exclusion>>,
     /// A node label such as `topology.kubernetes.io/zone`: the round takes one value of it
     /// at a time, in name order, finishing that domain before the next; the budget applies
     /// within the domain; nodes without the label come last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 317))]
     #[x_kube(validation = Rule::new("self.trim() != ''").message("spec.topologyKey must be a node label key such as \"topology.kubernetes.io/zone\""))]
     pub topology_key: Option<String>,
     /// A PromQL query run against the Prometheus of the operator config before each new
@@ -100,20 +102,26 @@ pub struct MaintenanceWindowSpec {
     pub health_gate: Option<HealthGate>,
 }
 
-/// A freeze period (`spec.exclusions[]`).
+/// A freeze period (`spec.exclusions[]`). The CEL rules compare bounds of the same form
+/// (two dates, or two timestamps); `nmo validate` and the webhook also compare mixed ones.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[x_kube(validation = Rule::new("self.start.size() != 10 || self.end.size() != 10 || self.end >= self.start").message("spec.exclusions[].end must not be before start (dates are whole days)"))]
+#[x_kube(validation = Rule::new("self.start.size() == 10 || self.end.size() == 10 || timestamp(self.end) > timestamp(self.start)").message("spec.exclusions[].end must be after start"))]
 #[serde(rename_all = "camelCase")]
 pub struct Exclusion {
     /// An RFC 3339 timestamp (`2026-12-24T18:00:00+01:00`) or a date (`2026-12-24`, from the
     /// start of that day in `spec.timeZone`).
     #[x_kube(validation = Rule::new(r"self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$')").message("spec.exclusions[].start must be an RFC 3339 timestamp such as \"2026-12-24T18:00:00Z\" or a date such as \"2026-12-24\""))]
+    #[schemars(length(max = 40))]
     pub start: String,
     /// An RFC 3339 timestamp or a date (`2026-12-26`, until the end of that day in
     /// `spec.timeZone`). Must be after `start`.
     #[x_kube(validation = Rule::new(r"self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}([Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?$')").message("spec.exclusions[].end must be an RFC 3339 timestamp such as \"2026-12-26T23:59:59Z\" or a date such as \"2026-12-26\""))]
+    #[schemars(length(max = 40))]
     pub end: String,
     /// Why, shown in status and `nmo plan`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
     pub reason: Option<String>,
 }
 
@@ -124,9 +132,11 @@ pub struct HealthGate {
     /// A PromQL instant query; any series in its result blocks new starts (such as
     /// `ALERTS{alertstate="firing",severity="critical"}`).
     #[x_kube(validation = Rule::new("self.trim() != ''").message("spec.healthGate.query must not be empty: give a PromQL query such as ALERTS{alertstate=\"firing\"}"))]
+    #[schemars(length(max = 4096))]
     pub query: String,
     /// How long the result must stay empty before starts resume, as a Go duration (`5m`).
     #[serde(rename = "for")]
+    #[schemars(length(max = 64))]
     #[x_kube(validation = Rule::new(r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$')").message("spec.healthGate.for must be a Go duration such as \"5m\" or \"30s\""))]
     pub for_: String,
 }

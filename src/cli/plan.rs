@@ -91,8 +91,28 @@ pub struct WindowPlan {
     /// Only with `--nodes`: estimated length of a whole round.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub round_estimate: Option<String>,
+    /// Openings (between `from` and the last opening shown) that exclusions removed.
+    pub skipped_openings: Vec<SkippedOpeningPlan>,
+    /// `spec.topologyKey`, if set: nodes are taken one domain at a time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology_key: Option<String>,
+    /// `spec.healthGate`, if set, described.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_gate: Option<String>,
     /// Warnings about this window.
     pub warnings: Vec<String>,
+}
+
+/// An opening an exclusion removed.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SkippedOpeningPlan {
+    /// Would have opened, UTC.
+    pub start: DateTime<Utc>,
+    /// Would have opened, in the window's zone.
+    pub start_local: String,
+    /// The exclusion that removed it, described (`spec.exclusions[0] "reason" (...)`).
+    pub exclusion: String,
 }
 
 /// One opening of a window.
@@ -122,6 +142,9 @@ pub struct NodePlan {
     pub start: Option<DateTime<Utc>>,
     /// Estimated time its slot frees up, UTC.
     pub end: Option<DateTime<Utc>>,
+    /// With `spec.topologyKey`: the node's domain ("" without the label).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
 }
 
 /// Run `nmo plan`.
@@ -280,7 +303,10 @@ fn plan_window(
         let mut openings: Vec<WindowOccurrence> = current.into_iter().collect();
         openings.extend(next.iter().copied());
         let offset = usize::from(current.is_none());
-        let placed = policy.plan_round(&selected, &openings, from);
+        let (placed, domains) = match &policy.topology_key {
+            None => (policy.plan_round(&selected, &openings, from), None),
+            Some(key) => plan_by_domain(policy, key, &selected, nodes, &openings, from),
+        };
         let unplaced = placed.iter().filter(|p| p.window.is_none()).count();
         if unplaced > 0 {
             warnings.push(format!(
@@ -292,6 +318,7 @@ fn plan_window(
             placed
                 .into_iter()
                 .map(|p| NodePlan {
+                    domain: domains.as_ref().and_then(|d| d.get(&p.name).cloned()),
                     name: p.name,
                     window: p.window.map(|w| w + offset),
                     start: p.start,
@@ -314,8 +341,78 @@ fn plan_window(
         nodes: node_plans,
         max_unavailable,
         round_estimate,
+        skipped_openings: {
+            let until = next.last().map_or(from, |o| o.start);
+            policy
+                .skipped_openings(from, until, 100)
+                .into_iter()
+                .map(|s| SkippedOpeningPlan {
+                    start: s.start,
+                    start_local: policy.local_string(s.start),
+                    exclusion: policy
+                        .exclusions
+                        .iter()
+                        .find(|e| e.index == s.exclusion)
+                        .map(|e| e.describe())
+                        .unwrap_or_default(),
+                })
+                .collect()
+        },
+        topology_key: policy.topology_key.clone(),
+        health_gate: policy.health_gate.as_ref().map(|g| {
+            format!(
+                "before each node: PromQL {:?} must return nothing (for {} after it fired)",
+                g.query,
+                format_duration(g.clear_for)
+            )
+        }),
         warnings,
     }
+}
+
+/// With a topology key: the nodes domain by domain (name order, unlabelled last), each domain
+/// planned with the budget resolved against its own size and starting once the previous
+/// domain's last node is expected to free its slot.
+fn plan_by_domain(
+    policy: &WindowPolicy,
+    key: &str,
+    selected: &[String],
+    nodes: &BTreeMap<String, BTreeMap<String, String>>,
+    openings: &[WindowOccurrence],
+    from: DateTime<Utc>,
+) -> (
+    Vec<crate::schedule::PlannedNode>,
+    Option<BTreeMap<String, String>>,
+) {
+    let domain_of: BTreeMap<String, String> = selected
+        .iter()
+        .map(|n| {
+            let d = nodes
+                .get(n)
+                .and_then(|l| l.get(key))
+                .cloned()
+                .unwrap_or_default();
+            (n.clone(), d)
+        })
+        .collect();
+    let mut domains: Vec<String> = domain_of.values().cloned().collect();
+    domains.sort_by(crate::rollout::domain_order);
+    domains.dedup();
+    let mut placed = Vec::new();
+    let mut cursor = from;
+    for domain in domains {
+        let members: Vec<String> = selected
+            .iter()
+            .filter(|n| domain_of[*n] == domain)
+            .cloned()
+            .collect();
+        let part = policy.plan_round(&members, openings, cursor);
+        if let Some(end) = part.iter().filter_map(|p| p.end).max() {
+            cursor = end;
+        }
+        placed.extend(part);
+    }
+    (placed, Some(domain_of))
 }
 
 /// A warning for every node that more than one window selects.
@@ -404,6 +501,32 @@ fn render_table(plan: &Plan, have_nodes: bool) -> String {
             ]);
         }
         out.push_str(&table("  ", &rows));
+        if !w.skipped_openings.is_empty() {
+            out.push_str(
+                "  skipped openings:
+",
+            );
+            for s in &w.skipped_openings {
+                out.push_str(&format!(
+                    "    {} ({}): removed by {}
+",
+                    s.start_local,
+                    utc(s.start),
+                    s.exclusion
+                ));
+            }
+        }
+        if let Some(gate) = &w.health_gate {
+            out.push_str(&format!(
+                "  health gate: {gate}
+"
+            ));
+        }
+        if let Some(key) = &w.topology_key {
+            out.push_str(&format!(
+                "  one {key} domain at a time, in name order (nodes without the label last)\n"
+            ));
+        }
         match &w.nodes {
             Some(nodes) if !nodes.is_empty() => {
                 out.push_str(&format!(
@@ -427,6 +550,13 @@ fn render_table(plan: &Plan, have_nodes: bool) -> String {
                         n.start.map_or("-".to_string(), utc),
                         n.end.map_or("-".to_string(), utc),
                     ]);
+                }
+                if w.topology_key.is_some() {
+                    rows[0].push("DOMAIN".to_string());
+                    for (row, n) in rows.iter_mut().skip(1).zip(nodes) {
+                        let d = n.domain.as_deref().unwrap_or_default();
+                        row.push(if d.is_empty() { "(none)" } else { d }.to_string());
+                    }
                 }
                 out.push_str(&table("    ", &rows));
             }

@@ -19,6 +19,7 @@ pub mod leader;
 pub mod lease;
 pub mod maintenance_window;
 pub mod node;
+pub mod node_conditions;
 pub mod node_maintenance;
 pub mod quorum;
 pub mod rate_limit;

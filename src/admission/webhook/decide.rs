@@ -549,6 +549,40 @@ mod tests {
     }
 
     #[test]
+    fn bad_exclusions_health_gate_and_topology_key_are_refused_per_field() {
+        let mut w = window("weekly", "worker");
+        w.spec.exclusions = Some(vec![crate::api::Exclusion {
+            start: "2026-12-24T10:00:00Z".into(),
+            end: "2026-12-23".into(),
+            reason: None,
+        }]);
+        w.spec.health_gate = Some(crate::api::HealthGate {
+            query: "".into(),
+            for_: "10 minutes".into(),
+        });
+        w.spec.topology_key = Some("/zone".into());
+        let v = review_maintenance_window(&Operation::Create, Some(&w), None, &Snapshot::default());
+        let d = v.denial.expect("refused");
+        let fields: Vec<&str> = d.causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.exclusions[0].end",
+                "spec.topologyKey",
+                "spec.healthGate.query",
+                "spec.healthGate.for"
+            ]
+        );
+        // A date end is the end of that whole day: after a timestamp on the same day.
+        w.spec.exclusions.as_mut().unwrap()[0].end = "2026-12-24".into();
+        w.spec.exclusions.as_mut().unwrap()[0].start = "2026-12-24T23:00:00+01:00".into();
+        w.spec.health_gate = None;
+        w.spec.topology_key = Some("topology.kubernetes.io/zone".into());
+        let v = review_maintenance_window(&Operation::Create, Some(&w), None, &Snapshot::default());
+        assert!(v.denial.is_none(), "{:?}", v.denial);
+    }
+
+    #[test]
     fn overlapping_windows_warn_with_the_other_window_and_the_shared_nodes() {
         let nodes = vec![
             node("a").label("role", "worker").label("zone", "1"),

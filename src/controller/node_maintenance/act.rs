@@ -10,6 +10,7 @@ use super::{Context, ReconcileError, nm_api, real, real_until, reasons};
 use crate::api::{NodeMaintenance, NodeMaintenanceStatus};
 use crate::controller::lease::{self, LeaseDecision, LeaseHold, Released};
 use crate::controller::node::{self, NodePatched};
+use crate::controller::node_conditions;
 use crate::drain::DrainSeed;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
@@ -262,6 +263,21 @@ pub(super) async fn act(
         }
     };
     write_status(ctx, &nm, &stage, renewed).await?;
+    // KEP-5683 lifecycle conditions on the Node, after the status so a failed patch is retried
+    // without holding up what the NodeMaintenance shows.
+    let progress = match stage {
+        Stage::Drained { .. } => node_conditions::Progress::Drained,
+        _ => node_conditions::Progress::Draining,
+    };
+    node_conditions::set_lifecycle_conditions(
+        &ctx.client,
+        &node,
+        progress,
+        lifecycle_reason(&nm),
+        &nm.name_any(),
+        ctx.clock.now(),
+    )
+    .await?;
     let renew = real_until(ctx, renew_at);
     Ok(Action::requeue(match stage {
         Stage::DrainRestarting { .. } => real(ctx, config.error_retry),
@@ -344,12 +360,23 @@ async fn lease_failed(
     }
 }
 
+/// The KEP-5683 condition reason: `MaintenanceWindow` for a generated NodeMaintenance,
+/// `NodeMaintenance` for an ad-hoc one.
+fn lifecycle_reason(nm: &NodeMaintenance) -> &'static str {
+    if nm.labels().contains_key(crate::api::WINDOW_LABEL) {
+        node_conditions::REASON_WINDOW
+    } else {
+        node_conditions::REASON_AD_HOC
+    }
+}
+
 /// Stop the drain, take the node out of maintenance and release the lease (if still ours).
 async fn release_node(ctx: &Context, nm: &NodeMaintenance) -> Result<(), ReconcileError> {
     let uid = nm.uid().unwrap_or_default();
     let node_name = &nm.spec.node_name;
     ctx.drains.cancel(&uid);
     node::patch_node(&ctx.client, node_name, node::leave_maintenance).await?;
+    node_conditions::clear_lifecycle_conditions(&ctx.client, node_name).await?;
     if let Err(e) = lease::release_lease(&ctx.client, node_name, &ctx.config().lease_holder).await {
         tracing::warn!(nm = %nm.name_any(), error = %e, "could not release the node lease");
     }
@@ -384,9 +411,11 @@ pub(super) async fn cleanup(
         .await;
         return Ok(Action::await_change());
     }
-    if let NodePatched::Changed { after: node, .. } =
-        node::patch_node(&ctx.client, node_name, node::leave_maintenance).await?
-    {
+    let restored = node::patch_node(&ctx.client, node_name, node::leave_maintenance).await?;
+    if !matches!(restored, NodePatched::Missing) {
+        node_conditions::clear_lifecycle_conditions(&ctx.client, node_name).await?;
+    }
+    if let NodePatched::Changed { after: node, .. } = restored {
         ctx.publish(
             &node.object_ref(&()),
             reasons::UNCORDON_NODE,

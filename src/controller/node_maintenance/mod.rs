@@ -297,6 +297,9 @@ pub enum ReconcileError {
     /// Reading or writing the lease failed (outside the counted renewal failures).
     #[error(transparent)]
     Lease(#[from] lease::LeaseError),
+    /// Writing the KEP-5683 lifecycle conditions on the Node's status failed.
+    #[error(transparent)]
+    NodeConditions(#[from] crate::controller::node_conditions::NodeConditionsError),
     /// The finalizer helper failed, or our reconcile inside it did.
     #[error("{0}")]
     Finalizer(Box<kube::runtime::finalizer::Error<ReconcileError>>),
@@ -315,6 +318,7 @@ impl ReconcileError {
             ReconcileError::ListNodeMaintenances { .. } => "ListNodeMaintenances",
             ReconcileError::Node(e) => e.category(),
             ReconcileError::Lease(e) => e.category(),
+            ReconcileError::NodeConditions(e) => e.category(),
             ReconcileError::Finalizer(f) => match f.as_ref() {
                 F::ApplyFailed(e) | F::CleanupFailed(e) => e.category(),
                 F::AddFinalizer(_) | F::RemoveFinalizer(_) => "Finalizer",
