@@ -425,10 +425,14 @@ pub async fn run_scenario(
         }
         // In flight: a window's node, an ad-hoc NodeMaintenance still draining, or an agent
         // action still to come.
+        // (A Failed ad-hoc one, say for a node that does not exist, is as stable as a
+        // Succeeded one.)
         let in_flight = all_nms.iter().any(|nm| {
             nm.labels().contains_key(WINDOW_LABEL)
-                || nm.status.as_ref().and_then(|s| s.phase)
-                    != Some(crate::api::MaintenancePhase::Succeeded)
+                || matches!(
+                    nm.status.as_ref().and_then(|s| s.phase),
+                    None | Some(crate::api::MaintenancePhase::Running)
+                )
         }) || pending.load(std::sync::atomic::Ordering::SeqCst) > 0;
         if scenario.until_rounds_done
             && !in_flight
