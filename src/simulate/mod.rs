@@ -624,7 +624,9 @@ async fn watch_events(
         .default_backoff()
         .applied_objects()
         .boxed();
-    while let Some(Ok(event)) = stream.next().await {
+    while let Some(event) = stream.next().await {
+        // The watcher retries with backoff; an error is one failed attempt, not the end.
+        let Ok(event) = event else { continue };
         if event.involved_object.kind.as_deref() != Some("MaintenanceWindow") {
             continue;
         }
@@ -670,7 +672,9 @@ async fn watch_unavailability(
     let mut stream = watcher(Api::<Node>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
-    while let Some(Ok(event)) = stream.next().await {
+    while let Some(event) = stream.next().await {
+        // The watcher retries with backoff; an error is one failed attempt, not the end.
+        let Ok(event) = event else { continue };
         let now = clock.now();
         match event {
             watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
@@ -753,7 +757,9 @@ async fn watch_maintenances(
     let mut stream = watcher(nms, watcher::Config::default())
         .default_backoff()
         .boxed();
-    while let Some(Ok(event)) = stream.next().await {
+    while let Some(event) = stream.next().await {
+        // The watcher retries with backoff; an error is one failed attempt, not the end.
+        let Ok(event) = event else { continue };
         let now = clock.now();
         let (nm, deleted) = match event {
             watcher::Event::Apply(nm) | watcher::Event::InitApply(nm) => (nm, false),
