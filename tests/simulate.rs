@@ -13,7 +13,15 @@ fn nmo(args: &[&str]) -> std::process::Output {
 fn simulate_plays_the_embedded_examples_and_summarises() {
     // From Friday evening until every window finished a round: the weekly Saturday window
     // (02:00 Berlin = 01:00 UTC) and one nightly GPU window (01:30 New York = 06:30 UTC).
-    let out = nmo(&["simulate", "--start", "2026-11-27T20:00:00Z"]);
+    // At 200x rather than the default 600x: the virtual clock does not wait for a loaded
+    // machine, and a drain slowed by other builds must not run into its nodeTimeout.
+    let out = nmo(&[
+        "simulate",
+        "--start",
+        "2026-11-27T20:00:00Z",
+        "--speed",
+        "200",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
