@@ -21,7 +21,12 @@ async fn simulate_serves_a_seeded_sandbox_until_sigterm() {
         .output()
         .await
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 4 * 3);
+    // Per node: two web pods and two DaemonSet pods; an api pod on nodes 1 and 3, a batch
+    // pod on nodes 1 and 4 (see nmo::simulate::seed::pods_for_node).
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        4 * 4 + 2 + 2
+    );
     let out = kubectl(&["get", "crd", "-o", "name"])
         .output()
         .await

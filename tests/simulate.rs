@@ -11,14 +11,16 @@ fn nmo(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn simulate_plays_the_embedded_examples_and_summarises() {
-    // From Friday evening for 30 hours: the weekly Saturday window (02:00 Berlin = 01:00 UTC)
-    // and one nightly GPU window (01:30 New York = 06:30 UTC).
+    // From Friday evening until every window finished a round: the weekly Saturday window
+    // (02:00 Berlin = 01:00 UTC) and one nightly GPU window (01:30 New York = 06:30 UTC).
+    // At 200x rather than the default 600x: the virtual clock does not wait for a loaded
+    // machine, and a drain slowed by other builds must not run into its nodeTimeout.
     let out = nmo(&[
         "simulate",
         "--start",
         "2026-11-27T20:00:00Z",
-        "--for",
-        "30h",
+        "--speed",
+        "200",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -27,9 +29,14 @@ fn simulate_plays_the_embedded_examples_and_summarises() {
         "weekly-workers       WindowOpened",
         "weekly-workers       RoundCompleted           round 1 completed: 6 node(s) maintained, 0 failed",
         "nightly-gpu-reboot   RoundCompleted           round 1 completed: 3 node(s) maintained, 0 failed",
-        "gpu-2                rebooted by the simulated node agent",
+        "gpu-2                rebooting (NotReady)",
+        "gpu-2                rebooted: new bootID, Ready",
         "skipping ahead",
+        "every window finished a round; stopping",
         "Summary:",
+        "  round 1: 6/6 nodes in ",
+        "  round 1: 3/3 nodes in ",
+        "No PodDisruptionBudget blocked an eviction.",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
     }
@@ -55,6 +62,8 @@ fn simulate_plays_the_embedded_examples_and_summarises() {
         "1/1",
         "20% of 3 nodes rounds up to 1"
     );
+    // --nodes 9 (the default) means 9 nodes: 6 workers and 3 GPU nodes, every one reached.
+    assert!(!stdout.contains("never reached"), "{stdout}");
     // The weekly window opens at 01:00 UTC on Saturday, and nothing starts before.
     let first_start = stdout
         .lines()
@@ -75,6 +84,20 @@ fn simulate_rejects_bad_input_in_one_line() {
         "apiVersion: nodemaintenance.medik8s.io/v1alpha1\nkind: MaintenanceWindow\nmetadata: {name: w}\nspec:\n  schedule: \"0 2 * * 6\"\n  timeZone: Europe/Berln\n  duration: 4h\n  nodeSelector: {matchLabels: {a: b}}\n  release: {after: 10m}\n",
     )
     .unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let not_yaml = write("not-yaml.yaml", "nodes: [worker-1\n");
+    let not_k8s = write(
+        "not-k8s.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata: {name: a}\n---\nnodes: 3\nzone: a\n",
+    );
+    let no_nodes = write(
+        "no-nodes.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\nspec: {containers: [{name: c, image: i}]}\n",
+    );
     for (args, expected) in [
         (
             vec!["simulate", "/no/such/window.yaml"],
@@ -93,6 +116,33 @@ fn simulate_rejects_bad_input_in_one_line() {
             vec!["simulate", "--serve"],
             "--serve needs --kubeconfig PATH",
         ),
+        (vec!["simulate", &bad], "bad.yaml:0: "),
+        (vec!["simulate", &bad], "Europe/Berln"),
+        (
+            vec!["simulate", "--snapshot", "/no/such/snapshot.yaml"],
+            "/no/such/snapshot.yaml: cannot read",
+        ),
+        (
+            vec!["simulate", "--snapshot", &not_yaml],
+            "not-yaml.yaml:0: invalid YAML",
+        ),
+        (
+            vec!["simulate", "--snapshot", &not_k8s],
+            "not-k8s.yaml:1: not a Kubernetes object (no apiVersion and kind)",
+        ),
+        (
+            vec!["simulate", "--snapshot", &no_nodes],
+            "no-nodes.yaml: no Node in the snapshot",
+        ),
+        (
+            vec!["simulate", "--reboot-time", "soon"],
+            "--reboot-time \"soon\"",
+        ),
+        (
+            vec!["simulate", "--gpu-share", "2"],
+            "--gpu-share 2: must be between 0 and 1",
+        ),
+        (vec!["simulate", "-o", "xml"], "invalid value 'xml'"),
     ] {
         let out = nmo(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -100,4 +150,72 @@ fn simulate_rejects_bad_input_in_one_line() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
+}
+
+/// A snapshot whose PDB allows no disruption: the node holding its pod is reported blocked,
+/// with the PDB's namespace and name, in the JSON report.
+#[test]
+fn simulate_reports_a_node_blocked_by_a_snapshot_pdb_as_json() {
+    let snapshot = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/snapshot-blocking-pdb.yaml"
+    );
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+    let out = nmo(&[
+        "simulate",
+        examples,
+        "--snapshot",
+        snapshot,
+        "--start",
+        "2026-11-27T20:00:00Z",
+        "-o",
+        "json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON report ({e}):\n{stdout}"));
+    assert_eq!(
+        report["blockingPdbs"],
+        serde_json::json!([{"pdb": "shop/db", "nodes": ["worker-a"]}]),
+        "{report:#}"
+    );
+    let weekly = report["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "weekly-workers")
+        .expect("a weekly-workers report");
+    assert_eq!(weekly["selected"], 3, "{weekly:#}");
+    let worker_a = weekly["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node"] == "worker-a")
+        .expect("worker-a was started");
+    assert_eq!(
+        worker_a["blockedBy"],
+        serde_json::json!(["shop/db"]),
+        "{worker_a:#}"
+    );
+    assert_eq!(
+        worker_a["drained"],
+        serde_json::Value::Null,
+        "never drained: {worker_a:#}"
+    );
+    assert_eq!(
+        worker_a["failed"], true,
+        "failed at nodeTimeout: {worker_a:#}"
+    );
+    // The GPU node has no blocking PDB: its round completes.
+    let nightly = report["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "nightly-gpu-reboot")
+        .unwrap();
+    assert_eq!(nightly["rounds"][0]["completed"], 1, "{nightly:#}");
+    assert!(nightly["rounds"][0]["finished"].is_string(), "{nightly:#}");
+    assert_eq!(report["budgetViolations"], serde_json::json!([]));
 }

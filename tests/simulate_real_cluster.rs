@@ -44,7 +44,8 @@ async fn simulate_plays_the_embedded_examples_on_a_real_control_plane() {
         "with 9 simulated nodes",
         "weekly-workers       RoundCompleted           round 1 completed: 6 node(s) maintained, 0 failed",
         "nightly-gpu-reboot   RoundCompleted           round 1 completed: 3 node(s) maintained, 0 failed",
-        "rebooted by the simulated node agent",
+        "rebooting (NotReady)",
+        "rebooted: new bootID, Ready",
         "skipping ahead",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");

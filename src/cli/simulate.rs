@@ -1,12 +1,15 @@
 //! `nmo simulate`: the real controllers on an in-process sandbox cluster, on a virtual clock.
 
+use crate::api::MaintenanceWindow;
 use crate::clock::{Clock, VirtualClock};
 use crate::controller::{Clients, ControllerConfig};
 use crate::kubelet::{KubeletSimulator, SimulatorConfig};
 use crate::sandbox::Sandbox;
-use crate::simulate::{EMBEDDED_EXAMPLES, Scenario, Seed, Target};
+use crate::simulate::progress::{PlainDisplay, QuietDisplay, TerminalDisplay};
+use crate::simulate::{Display, EMBEDDED_EXAMPLES, Scenario, Seed, Target};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -32,12 +35,29 @@ pub struct Args {
     /// Serve the sandbox until interrupted (SIGINT or SIGTERM) instead of playing a scenario.
     #[arg(long)]
     pub serve: bool,
-    /// How many worker nodes to seed (labelled node-role.kubernetes.io/worker).
-    #[arg(long, default_value_t = 6)]
+    /// How many nodes to seed, in all. They are split between the roles the manifests' windows
+    /// select (workers and GPU nodes for the examples), with zones, workloads and PDBs.
+    #[arg(long, default_value_t = 9)]
     pub nodes: usize,
-    /// How many GPU nodes to seed (labelled nvidia.com/gpu.present=true).
-    #[arg(long, default_value_t = 3)]
-    pub gpu_nodes: usize,
+    /// How many of the nodes are GPU nodes (labelled nvidia.com/gpu.present=true)
+    /// [default: --gpu-share of them when a window selects GPU nodes, otherwise none].
+    #[arg(long, value_name = "N")]
+    pub gpu_nodes: Option<usize>,
+    /// The share of the nodes that are GPU nodes when a window selects them and --gpu-nodes is
+    /// not given, from 0 to 1.
+    #[arg(long, value_name = "FRACTION", default_value_t = 1.0 / 3.0)]
+    pub gpu_share: f64,
+    /// How long a simulated reboot takes (NotReady, then Ready with a new bootID), as a Go
+    /// duration. The node agent reboots every drained node 3 minutes after its drain.
+    #[arg(long, value_name = "DURATION", default_value = "2m")]
+    pub reboot_time: String,
+    /// How long after its drain the simulated person deletes an ad-hoc NodeMaintenance (one
+    /// not made by a window), as a Go duration.
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub ad_hoc_hold: String,
+    /// Output: `text` (live progress and a summary) or `json` (only the report, as JSON).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
     /// Seed from a snapshot (`kubectl get nodes,pods,pdb -A -o yaml`) instead of generated nodes.
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
@@ -53,9 +73,10 @@ pub struct Args {
     /// Virtual start time, RFC 3339 [default: now].
     #[arg(long, value_name = "RFC3339")]
     pub start: Option<String>,
-    /// Virtual time to play, as a Go duration (`168h`), without --serve.
-    #[arg(long = "for", value_name = "DURATION", default_value = "168h")]
-    pub span: String,
+    /// Virtual time to play, as a Go duration (`168h`), without --serve [default: until every
+    /// window has finished a round, at most 15 days].
+    #[arg(long = "for", value_name = "DURATION")]
+    pub span: Option<String>,
     /// Operator-wide cap on window-generated NodeMaintenances.
     #[arg(long, value_name = "N")]
     pub max_concurrent_maintenances: Option<u32>,
@@ -73,6 +94,18 @@ pub struct Args {
     pub cluster_kubeconfig: Option<PathBuf>,
 }
 
+/// The output format of a scenario run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    /// Live progress, then a summary.
+    Text,
+    /// Only the report, as JSON.
+    Json,
+}
+
+/// How long a scenario plays at most without --for.
+const DEFAULT_LIMIT_HOURS: i64 = 15 * 24;
+
 /// Run `nmo simulate`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let speed = args.speed.unwrap_or(if args.serve { 1.0 } else { 600.0 });
@@ -87,23 +120,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_timezone(&Utc),
         None => Utc::now(),
     };
-    let span = crate::schedule::parse_go_duration(&args.span)
-        .with_context(|| format!("--for {:?}", args.span))?;
+    let (span, until_rounds_done) = match &args.span {
+        Some(text) => (
+            crate::schedule::parse_go_duration(text).with_context(|| format!("--for {text:?}"))?,
+            false,
+        ),
+        None => (chrono::Duration::hours(DEFAULT_LIMIT_HOURS), true),
+    };
+    let reboot_time = crate::schedule::parse_go_duration(&args.reboot_time)
+        .with_context(|| format!("--reboot-time {:?}", args.reboot_time))?;
+    let ad_hoc_hold = crate::schedule::parse_go_duration(&args.ad_hoc_hold)
+        .with_context(|| format!("--ad-hoc-hold {:?}", args.ad_hoc_hold))?;
+    if !(0.0..=1.0).contains(&args.gpu_share) {
+        anyhow::bail!("--gpu-share {}: must be between 0 and 1", args.gpu_share);
+    }
     let kubeconfig = match (args.serve, &args.kubeconfig) {
         (true, None) => {
             anyhow::bail!("--serve needs --kubeconfig PATH to write the sandbox's kubeconfig to")
         }
         (_, k) => k.clone(),
-    };
-    let seed = match &args.snapshot {
-        Some(path) => Seed::Snapshot(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("{}: cannot read", path.display()))?,
-        ),
-        None => Seed::Generated {
-            workers: args.nodes,
-            gpus: args.gpu_nodes,
-        },
     };
     // Read the manifests before starting anything, so bad input fails fast.
     // A scenario with no manifests plays the embedded examples; a served sandbox starts empty
@@ -145,8 +180,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
             .collect()
     };
+    let seed = match &args.snapshot {
+        Some(path) => Seed::Snapshot(read_snapshot(path)?),
+        None => {
+            let windows = windows_of(&manifests);
+            let roles = crate::simulate::seed::roles_of(&windows);
+            let split = crate::simulate::seed::split_nodes(
+                &roles,
+                args.nodes,
+                args.gpu_nodes,
+                args.gpu_share,
+            );
+            Seed::Generated(crate::simulate::seed::generated_nodes(&split))
+        }
+    };
+    let agent = (reboot_time, ad_hoc_hold, args.output);
     let mut controllers = ControllerConfig::default();
     controllers.maintenance_window.max_concurrent_maintenances = args.max_concurrent_maintenances;
+    scale_drain_timers(&mut controllers, speed);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -157,7 +208,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             path,
             seed,
             manifests,
-            (start, span, speed),
+            (start, span, speed, until_rounds_done),
+            agent,
             controllers,
         ));
     }
@@ -197,7 +249,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         }
         let target = Target::Sandbox(sandbox);
-        let code = play(&target, &clock, start, span, speed, controllers).await?;
+        let code = play(
+            &target,
+            &clock,
+            (start, span, speed, until_rounds_done),
+            agent,
+            controllers,
+        )
+        .await?;
         if let Target::Sandbox(sandbox) = target {
             sandbox.shutdown().await;
         }
@@ -211,7 +270,8 @@ async fn play_on_cluster(
     path: PathBuf,
     seed: Seed,
     manifests: Vec<(String, String)>,
-    (start, span, speed): (DateTime<Utc>, chrono::Duration, f64),
+    (start, span, speed, until_rounds_done): Span,
+    agent: Agent,
     controllers: ControllerConfig,
 ) -> anyhow::Result<ExitCode> {
     let config = crate::cli::run::client_config(Some(&path), None).await?;
@@ -245,7 +305,14 @@ async fn play_on_cluster(
         simulator,
         loops,
     };
-    play(&target, &clock, start, span, speed, controllers).await
+    play(
+        &target,
+        &clock,
+        (start, span, speed, until_rounds_done),
+        agent,
+        controllers,
+    )
+    .await
 }
 
 async fn serve(
@@ -258,7 +325,7 @@ async fn serve(
     eprintln!(
         "sandbox serving at {} with {} nodes; kubeconfig written to {}",
         sandbox.url(),
-        args.nodes + args.gpu_nodes,
+        sandbox.list("v1", "Node").len(),
         kubeconfig
             .map(|p| p.display().to_string())
             .unwrap_or_default()
@@ -291,36 +358,128 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The drain's retry and re-eviction timers run in real time; on the virtual clock they must
+/// last as long in virtual time as they do in a cluster, or a PDB's refusal at 600x would
+/// wait ten virtual minutes before its retry.
+fn scale_drain_timers(controllers: &mut ControllerConfig, speed: f64) {
+    let drain = &mut controllers.node_maintenance.drain;
+    let scale = |d: std::time::Duration| {
+        std::time::Duration::from_secs_f64(d.as_secs_f64() / speed)
+            .max(std::time::Duration::from_millis(5))
+    };
+    drain.retry_initial = scale(drain.retry_initial);
+    drain.retry_max = scale(drain.retry_max);
+    drain.reevict_after = scale(drain.reevict_after);
+}
+
+/// Start, span, speed, and whether to stop once every window finished a round.
+type Span = (DateTime<Utc>, chrono::Duration, f64, bool);
+/// Reboot time, ad-hoc hold, output.
+type Agent = (chrono::Duration, chrono::Duration, Output);
+
 async fn play(
     target: &Target,
     clock: &VirtualClock,
-    start: DateTime<Utc>,
-    span: chrono::Duration,
-    speed: f64,
+    (start, span, speed, until_rounds_done): Span,
+    (reboot_time, ad_hoc_hold, output): Agent,
     controllers: ControllerConfig,
 ) -> anyhow::Result<ExitCode> {
-    println!(
-        "nmo simulate: {} of virtual time from {}, {speed}x while nodes are in maintenance",
-        crate::schedule::format_duration(span),
+    let mut display: Box<dyn Display> = match output {
+        Output::Json => Box::new(QuietDisplay),
+        Output::Text if std::io::stdout().is_terminal() => Box::new(TerminalDisplay::default()),
+        Output::Text => Box::new(PlainDisplay),
+    };
+    display.line(format!(
+        "nmo simulate: {} from {}, {speed}x while nodes are in maintenance",
+        if until_rounds_done {
+            format!(
+                "until every window has finished a round (at most {})",
+                crate::schedule::format_duration(span)
+            )
+        } else {
+            format!("{} of virtual time", crate::schedule::format_duration(span))
+        },
         start.format("%Y-%m-%d %H:%M UTC")
-    );
+    ));
     let scenario = Scenario {
         start,
         span,
+        until_rounds_done,
         speed,
         reboot_after: chrono::Duration::minutes(3),
+        reboot_time,
+        ad_hoc_hold,
         controllers,
     };
-    let mut print = |line: String| println!("{line}");
-    let summary = crate::simulate::run_scenario(target, clock, &scenario, &mut print).await?;
-    print!("{}", crate::simulate::render_summary(&summary));
-    let violations = summary.budget_violations();
-    if violations.is_empty() {
+    let report = crate::simulate::run_scenario(target, clock, &scenario, display.as_mut()).await?;
+    match output {
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("cannot write the report")?
+        ),
+        Output::Text => print!("{}", crate::simulate::render_report(&report)),
+    }
+    if report.budget_violations.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: budget exceeded by {}", violations.join(", "));
+        eprintln!(
+            "error: budget exceeded by {}",
+            report.budget_violations.join(", ")
+        );
         Ok(ExitCode::from(1))
     }
+}
+
+/// The MaintenanceWindows among the manifests (the others, and any that do not parse, are
+/// left to the API server to judge).
+fn windows_of(manifests: &[(String, String)]) -> Vec<MaintenanceWindow> {
+    manifests
+        .iter()
+        .flat_map(|(_, yaml)| {
+            crate::manifest::parse_documents(std::path::Path::new("<manifest>"), yaml)
+                .unwrap_or_default()
+        })
+        .filter(|d| d.value.get("kind").and_then(|k| k.as_str()) == Some("MaintenanceWindow"))
+        .filter_map(|d| serde_json::from_value(d.value).ok())
+        .collect()
+}
+
+/// Read a snapshot and check that it is Kubernetes objects with at least one Node, naming the
+/// file and document of the first problem.
+fn read_snapshot(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let docs = crate::manifest::parse_documents(path, &text)?;
+    for d in &docs {
+        let field = |f: &str| d.value.get(f).and_then(|v| v.as_str()).unwrap_or("");
+        if field("apiVersion").is_empty() || field("kind").is_empty() {
+            anyhow::bail!(
+                "{}: not a Kubernetes object (no apiVersion and kind); a snapshot is the output of `kubectl get nodes,pods,pdb -A -o yaml`",
+                d.location()
+            );
+        }
+        if d.value
+            .pointer("/metadata/name")
+            .and_then(|v| v.as_str())
+            .is_none()
+        {
+            anyhow::bail!(
+                "{}: a {} without metadata.name",
+                d.location(),
+                field("kind")
+            );
+        }
+    }
+    if !docs
+        .iter()
+        .any(|d| d.value.get("kind").and_then(|k| k.as_str()) == Some("Node"))
+    {
+        anyhow::bail!(
+            "{}: no Node in the snapshot; make it with `kubectl get nodes,pods,pdb -A -o yaml`",
+            path.display()
+        );
+    }
+    Ok(text)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -30,7 +30,8 @@ use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use std::collections::{BTreeMap, BTreeSet};
+use report::Observations;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 /// The manifests `nmo simulate` applies when given none: the MaintenanceWindows of examples/.
@@ -45,10 +46,13 @@ pub const EMBEDDED_EXAMPLES: [(&str, &str); 2] = [
     ),
 ];
 
-/// Label of generated worker nodes (what the weekly example selects).
-pub const WORKER_LABEL: &str = "node-role.kubernetes.io/worker";
-/// Label of generated GPU nodes (what the nightly example selects).
-pub const GPU_LABEL: &str = "nvidia.com/gpu.present";
+pub mod progress;
+pub mod report;
+pub mod seed;
+
+pub use progress::{Display, LiveStatus, LiveWindow};
+pub use report::{Report, render_report};
+pub use seed::{GPU_LABEL, GeneratedNode, WORKER_LABEL};
 
 /// Errors of a simulation run.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +78,8 @@ pub enum SimulateError {
 /// How to seed the simulated cluster.
 #[derive(Clone, Debug)]
 pub enum Seed {
-    /// Generated nodes: `workers` workers (`worker-1`…) and `gpus` GPU nodes (`gpu-1`…), each
-    /// with two `web` ReplicaSet pods under a PDB allowing one disruption and a DaemonSet pod.
-    Generated { workers: usize, gpus: usize },
+    /// Generated nodes (see [`seed`]), with their pods, DaemonSets and PDBs.
+    Generated(Vec<GeneratedNode>),
     /// A snapshot (`kubectl get nodes,pods,pdb -A -o yaml`), already read.
     Snapshot(String),
 }
@@ -121,14 +124,14 @@ impl Target {
             Target::Cluster { simulator, .. } => simulator.reboot(node).await.is_ok(),
         }
     }
-}
 
-/// The generated nodes of a seed: (name, label key, label value).
-fn generated_nodes(workers: usize, gpus: usize) -> Vec<(String, &'static str, &'static str)> {
-    (1..=workers)
-        .map(|i| (format!("worker-{i}"), WORKER_LABEL, ""))
-        .chain((1..=gpus).map(|i| (format!("gpu-{i}"), GPU_LABEL, "true")))
-        .collect()
+    /// A node goes down for its reboot: NotReady until [`Target::reboot_node`].
+    async fn shut_down_node(&self, node: &str) -> bool {
+        match self {
+            Target::Sandbox(s) => s.set_node_ready(node, false).is_ok(),
+            Target::Cluster { simulator, .. } => simulator.set_ready(node, false).await.is_ok(),
+        }
+    }
 }
 
 /// The `web` PDB of a generated seed: one disruption at a time.
@@ -144,15 +147,19 @@ pub async fn seed_cluster(
     simulator: &KubeletSimulator,
     seed: &Seed,
 ) -> Result<(), SimulateError> {
-    let Seed::Generated { workers, gpus } = seed else {
+    let Seed::Generated(nodes) = seed else {
         return Err(SimulateError::Unsupported(
             "--snapshot cannot seed a cluster given by --cluster-kubeconfig; use generated nodes (--nodes, --gpu-nodes)".into(),
         ));
     };
-    let nodes = generated_nodes(*workers, *gpus);
-    for (node, key, value) in &nodes {
+    for node in nodes {
+        let labels: Vec<(&str, &str)> = node
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         simulator
-            .register_node(node, &[(key, value)])
+            .register_node(&node.name, &labels)
             .await
             .map_err(|e| SimulateError::Simulator(e.to_string()))?;
     }
@@ -252,30 +259,28 @@ pub fn seed(sandbox: &Sandbox, seed: &Seed) -> Result<(), SimulateError> {
         Seed::Snapshot(yaml) => {
             sandbox.apply_yaml(yaml)?;
         }
-        Seed::Generated { workers, gpus } => {
-            let nodes = generated_nodes(*workers, *gpus);
-            for (node, key, value) in nodes {
-                sandbox.add_node(&node, &[(key, value)])?;
-                for _ in 0..2 {
-                    sandbox.create_pod(
-                        NewPod::new("")
-                            .on_node(&node)
-                            .label("app", "web")
-                            .replica_set("web")
-                            .grace_period(30),
-                    )?;
+        Seed::Generated(nodes) => {
+            for (i, node) in nodes.iter().enumerate() {
+                let labels: Vec<(&str, &str)> = node
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                sandbox.add_node(&node.name, &labels)?;
+                for pod in seed::pods_for_node(i) {
+                    let new = NewPod::new("")
+                        .namespace(pod.namespace)
+                        .on_node(&node.name)
+                        .label("app", pod.app)
+                        .grace_period(pod.grace);
+                    sandbox.create_pod(match pod.owner {
+                        seed::Owner::ReplicaSet => new.replica_set(pod.app),
+                        seed::Owner::DaemonSet => new.daemon_set(pod.app),
+                    })?;
                 }
-                sandbox.create_pod(
-                    NewPod::new("")
-                        .namespace("kube-system")
-                        .on_node(&node)
-                        .label("app", "node-agent")
-                        .daemon_set("node-agent")
-                        .grace_period(5),
-                )?;
             }
-            if workers + gpus > 0 {
-                sandbox.apply_yaml(WEB_PDB)?;
+            if !nodes.is_empty() {
+                sandbox.apply_yaml(seed::PDBS)?;
             }
         }
     }
@@ -287,76 +292,43 @@ pub fn seed(sandbox: &Sandbox, seed: &Seed) -> Result<(), SimulateError> {
 pub struct Scenario {
     /// Virtual start instant.
     pub start: DateTime<Utc>,
-    /// Virtual time span to play.
+    /// Virtual time span to play at most.
     pub span: Duration,
+    /// Stop as soon as every window has finished a round (or stalled) and nothing is in
+    /// flight, instead of playing the whole span.
+    pub until_rounds_done: bool,
     /// Virtual seconds per real second while something is happening.
     pub speed: f64,
-    /// How long after a NodeMaintenance succeeded the reboot agent reboots the node.
+    /// How long after a drain succeeded the simulated node agent reboots the node.
     pub reboot_after: Duration,
+    /// How long a reboot takes: the node is NotReady that long, then Ready with a new bootID.
+    pub reboot_time: Duration,
+    /// How long the simulated person keeps an ad-hoc NodeMaintenance after its drain
+    /// succeeded, before deleting it (the work is done).
+    pub ad_hoc_hold: Duration,
     /// Controller settings.
     pub controllers: ControllerConfig,
 }
 
-/// Per-window figures collected during a run.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WindowSummary {
-    /// Windows opened.
-    pub windows_opened: u32,
-    /// Rounds completed.
-    pub rounds_completed: u32,
-    /// Node maintenances started.
-    pub started: u32,
-    /// Nodes released.
-    pub released: u32,
-    /// Nodes failed.
-    pub failed: u32,
-    /// Most of its selected nodes seen unavailable at once.
-    pub max_unavailable: usize,
-    /// The budget resolved against its selected nodes.
-    pub budget: usize,
-    /// Its selected nodes.
-    pub selected: usize,
+/// What the simulated node agent and person do, sent to the run's loop.
+#[derive(Clone, Debug)]
+enum AgentAction {
+    /// The node goes down for a reboot.
+    ShutDown(String),
+    /// The node is back: new bootID, Ready.
+    BootUp(String),
+    /// The person deletes an ad-hoc NodeMaintenance.
+    Delete { nm: String, node: String },
 }
 
-/// What a run saw.
-#[derive(Clone, Debug, Default)]
-pub struct Summary {
-    /// Figures per MaintenanceWindow.
-    pub windows: BTreeMap<String, WindowSummary>,
-    /// Virtual time covered.
-    pub virtual_span: Duration,
-    /// Real time taken.
-    pub real: std::time::Duration,
-    /// Events printed.
-    pub events: usize,
-}
-
-impl Summary {
-    /// Windows whose budget was exceeded (should never happen).
-    pub fn budget_violations(&self) -> Vec<&str> {
-        self.windows
-            .iter()
-            .filter(|(_, w)| w.max_unavailable > w.budget)
-            .map(|(n, _)| n.as_str())
-            .collect()
-    }
-}
-
-#[derive(Default)]
-struct Observed {
-    windows: BTreeMap<String, WindowSummary>,
-    events: usize,
-    seen_events: BTreeSet<(String, i32)>,
-}
-
-/// Run a scenario on an already seeded sandbox whose manifests are applied. Prints Events as
-/// they happen to `out` and returns the summary.
+/// Run a scenario on an already seeded target whose manifests are applied. Shows progress on
+/// `display` and returns the report.
 pub async fn run_scenario(
     target: &Target,
     clock: &VirtualClock,
     scenario: &Scenario,
-    out: &mut (dyn FnMut(String) + Send),
-) -> Result<Summary, SimulateError> {
+    display: &mut dyn Display,
+) -> Result<Report, SimulateError> {
     let real_start = std::time::Instant::now();
     let client = target.client()?;
     let end = scenario.start + scenario.span;
@@ -372,9 +344,11 @@ pub async fn run_scenario(
         Arc::new(clock.clone()),
         scenario.controllers.clone(),
     );
-    let observed = Arc::new(Mutex::new(Observed::default()));
+    let observed = Arc::new(Mutex::new(Observations::default()));
     let (printer_tx, mut printer_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let (reboot_tx, mut reboot_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let (agent_tx, mut agent_rx) = tokio::sync::mpsc::unbounded_channel::<AgentAction>();
+    // Agent actions scheduled and not yet done: the clock does not skip past them.
+    let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let watchers = vec![
         tokio::spawn(watch_events(
             client.clone(),
@@ -382,38 +356,103 @@ pub async fn run_scenario(
             observed.clone(),
             printer_tx.clone(),
         )),
-        tokio::spawn(reboot_agent(
+        tokio::spawn(watch_maintenances(
             client.clone(),
-            reboot_tx,
             clock.clone(),
-            scenario.reboot_after,
+            observed.clone(),
+            Agent {
+                tx: agent_tx,
+                pending: pending.clone(),
+                scenario: scenario.clone(),
+            },
         )),
-        tokio::spawn(watch_unavailability(client.clone(), observed.clone())),
+        tokio::spawn(watch_unavailability(
+            client.clone(),
+            clock.clone(),
+            observed.clone(),
+        )),
     ];
 
     let windows: Api<MaintenanceWindow> = Api::all(client.clone());
     let nms: Api<NodeMaintenance> = Api::all(client.clone());
     let mut tick = 0u64;
+    let mut rounds_seen: BTreeMap<String, bool> = BTreeMap::new();
     while clock.now() < end {
         while let Ok(line) = printer_rx.try_recv() {
-            out(line);
+            display.line(line);
         }
-        while let Ok(node) = reboot_rx.try_recv() {
-            if target.reboot_node(&node).await {
-                out(format!(
-                    "{}  {node:<20} rebooted by the simulated node agent",
-                    stamp(clock.now())
-                ));
+        while let Ok(action) = agent_rx.try_recv() {
+            let now = stamp(clock.now());
+            let line = match &action {
+                AgentAction::ShutDown(node) => target
+                    .shut_down_node(node)
+                    .await
+                    .then(|| format!("{now}  {node:<20} rebooting (NotReady)")),
+                AgentAction::BootUp(node) => target
+                    .reboot_node(node)
+                    .await
+                    .then(|| format!("{now}  {node:<20} rebooted: new bootID, Ready")),
+                AgentAction::Delete { nm, node } => nms
+                    .delete(nm, &Default::default())
+                    .await
+                    .is_ok()
+                    .then(|| {
+                        format!("{now}  {node:<20} ad-hoc NodeMaintenance {nm} deleted: the work is done")
+                    }),
+            };
+            pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            if let Some(line) = line {
+                display.line(line);
             }
         }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        // Skip ahead when nothing is happening.
-        let busy = !list_all(&nms).await?.is_empty();
-        if busy {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        let all_nms = list_all(&nms).await?;
+        let all = list_all(&windows).await?;
+        {
+            let mut obs = observed.lock().unwrap_or_else(|e| e.into_inner());
+            for w in &all {
+                obs.window_status(w);
+            }
+        }
+        display.status(&live_status(clock.now(), &all, &all_nms, &observed));
+        for w in &all {
+            let Some(r) = w.status.as_ref().and_then(|s| s.round.as_ref()) else {
+                continue;
+            };
+            if r.finished.is_some() || r.stalled_at.is_some() {
+                rounds_seen.insert(w.name_any(), true);
+            }
+        }
+        // In flight: a window's node, an ad-hoc NodeMaintenance still draining, or an agent
+        // action still to come.
+        // (A Failed ad-hoc one, say for a node that does not exist, is as stable as a
+        // Succeeded one.)
+        let in_flight = all_nms.iter().any(|nm| {
+            nm.labels().contains_key(WINDOW_LABEL)
+                || matches!(
+                    nm.status.as_ref().and_then(|s| s.phase),
+                    None | Some(crate::api::MaintenancePhase::Running)
+                )
+        }) || pending.load(std::sync::atomic::Ordering::SeqCst) > 0;
+        if scenario.until_rounds_done
+            && !in_flight
+            && !all.is_empty()
+            && all.iter().all(|w| {
+                rounds_seen.contains_key(&w.name_any())
+                    || w.spec.suspend == Some(true)
+                    || w.spec.dry_run == Some(true)
+            })
+        {
+            display.line(format!(
+                "{}  … every window finished a round; stopping",
+                stamp(clock.now())
+            ));
+            break;
+        }
+        if in_flight {
             continue;
         }
-        let all = list_all(&windows).await?;
-        // Idle: no node in flight, and every window either closed or done with its round
+        // Idle: nothing in flight, and every window either closed or done with its round
         // (a new round only starts at the next opening). Then the next thing that can happen
         // is a window closing or opening.
         let mut idle = true;
@@ -451,10 +490,10 @@ pub async fn run_scenario(
             // Let the Events of the last reconciles arrive before the clock jumps.
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             while let Ok(line) = printer_rx.try_recv() {
-                out(line);
+                display.line(line);
             }
             clock.advance(target - now);
-            out(format!(
+            display.line(format!(
                 "{}  … nothing to do until {}; skipping ahead",
                 stamp(target),
                 stamp(next)
@@ -472,35 +511,87 @@ pub async fn run_scenario(
     // Let the last Events arrive, then stop.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     while let Ok(line) = printer_rx.try_recv() {
-        out(line);
+        display.line(line);
     }
+    let finished_at = clock.now();
     handle.stop().await;
     for w in watchers {
         w.abort();
     }
+    display.finish();
 
-    // Budgets, from the windows and the nodes they select.
     let nodes: Vec<Node> = list_all(&Api::<Node>::all(client)).await?;
     let all = list_all(&windows).await?;
     let mut obs = observed.lock().unwrap_or_else(|e| e.into_inner());
     for w in &all {
-        let selected = nodes
-            .iter()
-            .filter(|n| selector_matches(&w.spec.node_selector, n.labels()))
-            .count();
-        let entry = obs.windows.entry(w.name_any()).or_default();
-        entry.selected = selected;
-        entry.budget = crate::schedule::resolve_max_unavailable(
-            &w.spec.max_unavailable_or_default(),
-            selected,
-        );
+        obs.window_status(w);
     }
-    Ok(Summary {
-        windows: obs.windows.clone(),
-        virtual_span: clock.now() - scenario.start,
-        real: real_start.elapsed(),
-        events: obs.events,
-    })
+    Ok(report::build_report(
+        &obs,
+        &all,
+        &nodes,
+        (scenario.start, finished_at),
+        real_start.elapsed(),
+    ))
+}
+
+/// The live display's view of the windows and NodeMaintenances.
+fn live_status(
+    now: DateTime<Utc>,
+    windows: &[MaintenanceWindow],
+    nms: &[NodeMaintenance],
+    observed: &Mutex<Observations>,
+) -> LiveStatus {
+    let live_windows = windows
+        .iter()
+        .map(|w| {
+            let s = w.status.clone().unwrap_or_default();
+            let open = s.window.as_deref() == Some("open");
+            let r = s.round.clone().unwrap_or_default();
+            LiveWindow {
+                name: w.name_any(),
+                state: if w.spec.suspend == Some(true) {
+                    "suspended".into()
+                } else if open {
+                    "open".into()
+                } else {
+                    "closed".into()
+                },
+                until: if open {
+                    s.current_window.as_ref().map(|c| from_time(&c.end))
+                } else {
+                    s.next_window.as_ref().map(|n| from_time(&n.start))
+                },
+                round: r.number,
+                done: r.completed + r.failed,
+                total: r.total,
+                in_progress: r.in_progress,
+                finished: r.finished.is_some(),
+            }
+        })
+        .collect();
+    let obs = observed.lock().unwrap_or_else(|e| e.into_inner());
+    let mut blocked = Vec::new();
+    for nm in nms {
+        if let Some(pdb) = nm
+            .status
+            .as_ref()
+            .and_then(|s| s.last_error.as_deref())
+            .and_then(report::blocking_pdb)
+        {
+            blocked.push((nm.spec.node_name.clone(), pdb));
+        }
+    }
+    drop(obs);
+    let mut in_maintenance: Vec<String> = nms.iter().map(|nm| nm.spec.node_name.clone()).collect();
+    in_maintenance.sort();
+    in_maintenance.dedup();
+    LiveStatus {
+        now: Some(now),
+        windows: live_windows,
+        in_maintenance,
+        blocked,
+    }
 }
 
 /// Every object of a kind, or an error naming the kind.
@@ -525,7 +616,7 @@ fn stamp(t: DateTime<Utc>) -> String {
 async fn watch_events(
     client: Client,
     clock: VirtualClock,
-    observed: Arc<Mutex<Observed>>,
+    observed: Arc<Mutex<Observations>>,
     out: tokio::sync::mpsc::UnboundedSender<String>,
 ) {
     let events: Api<Event> = Api::all(client);
@@ -533,7 +624,9 @@ async fn watch_events(
         .default_backoff()
         .applied_objects()
         .boxed();
-    while let Some(Ok(event)) = stream.next().await {
+    while let Some(event) = stream.next().await {
+        // The watcher retries with backoff; an error is one failed attempt, not the end.
+        let Ok(event) = event else { continue };
         if event.involved_object.kind.as_deref() != Some("MaintenanceWindow") {
             continue;
         }
@@ -545,13 +638,13 @@ async fn watch_events(
             continue;
         }
         obs.events += 1;
-        let w = obs.windows.entry(window.clone()).or_default();
+        let c = obs.counts.entry(window.clone()).or_default();
         match reason.as_str() {
-            "WindowOpened" => w.windows_opened += 1,
-            "RoundCompleted" => w.rounds_completed += 1,
-            "NodeMaintenanceStarted" => w.started += 1,
-            "NodeReleased" => w.released += 1,
-            "NodeFailed" => w.failed += 1,
+            "WindowOpened" => c.opened += 1,
+            "RoundCompleted" => c.rounds_completed += 1,
+            "NodeMaintenanceStarted" => c.started += 1,
+            "NodeReleased" => c.released += 1,
+            "NodeFailed" => c.failed += 1,
             _ => {}
         }
         let message = event.message.clone().unwrap_or_default();
@@ -567,16 +660,28 @@ async fn watch_events(
     }
 }
 
-/// Track, per window, the most selected nodes unavailable (cordoned or NotReady) at once.
-async fn watch_unavailability(client: Client, observed: Arc<Mutex<Observed>>) {
+/// Track node availability: per window, the most selected nodes unavailable (cordoned or
+/// NotReady) at once; per node, how long it stayed unavailable.
+async fn watch_unavailability(
+    client: Client,
+    clock: VirtualClock,
+    observed: Arc<Mutex<Observations>>,
+) {
     let windows: Api<MaintenanceWindow> = Api::all(client.clone());
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
     let mut stream = watcher(Api::<Node>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
-    while let Some(Ok(event)) = stream.next().await {
+    while let Some(event) = stream.next().await {
+        // The watcher retries with backoff; an error is one failed attempt, not the end.
+        let Ok(event) = event else { continue };
+        let now = clock.now();
         match event {
             watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                observed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .node_availability(&n.name_any(), node_available(&n), now);
                 nodes.insert(n.name_any(), n);
             }
             watcher::Event::Delete(n) => {
@@ -594,8 +699,8 @@ async fn watch_unavailability(client: Client, observed: Arc<Mutex<Observed>>) {
                 .filter(|n| selector_matches(&w.spec.node_selector, n.labels()))
                 .filter(|n| !node_available(n))
                 .count();
-            let entry = obs.windows.entry(w.name_any()).or_default();
-            entry.max_unavailable = entry.max_unavailable.max(unavailable);
+            let peak = obs.peak_unavailable.entry(w.name_any()).or_default();
+            *peak = (*peak).max(unavailable);
         }
     }
 }
@@ -614,76 +719,102 @@ fn node_available(node: &Node) -> bool {
     schedulable && ready
 }
 
-/// Reboot a node `after` its window-generated NodeMaintenance succeeded, when that window
-/// releases on reboot.
-async fn reboot_agent(
-    client: Client,
-    reboot: tokio::sync::mpsc::UnboundedSender<String>,
-    clock: VirtualClock,
-    after: Duration,
-) {
-    let windows: Api<MaintenanceWindow> = Api::all(client.clone());
-    let nms: Api<NodeMaintenance> = Api::all(client);
-    let mut stream = watcher(nms, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .boxed();
-    let mut scheduled: BTreeSet<String> = BTreeSet::new();
-    while let Some(Ok(nm)) = stream.next().await {
-        let succeeded = nm.status.as_ref().and_then(|s| s.phase)
-            == Some(crate::api::MaintenancePhase::Succeeded);
-        let Some(window) = nm.labels().get(WINDOW_LABEL).cloned() else {
-            continue;
-        };
-        if !succeeded
-            || nm.metadata.deletion_timestamp.is_some()
-            || !scheduled.insert(nm.uid().unwrap_or_default())
-        {
-            continue;
-        }
-        let on_reboot = windows
-            .get(&window)
-            .await
-            .ok()
-            .and_then(|w| w.spec.release.on_reboot)
-            .unwrap_or(false);
-        if !on_reboot {
-            continue;
-        }
-        let reboot = reboot.clone();
-        let node = nm.spec.node_name.clone();
+/// The simulated node agent and person: where their actions go, and their timing.
+struct Agent {
+    tx: tokio::sync::mpsc::UnboundedSender<AgentAction>,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    scenario: Scenario,
+}
+
+impl Agent {
+    /// Send `action` after `after` of virtual time.
+    fn schedule(&self, clock: &VirtualClock, after: Duration, action: AgentAction) {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let delay = clock.real_duration(after);
+        let tx = self.tx.clone();
+        let pending = self.pending.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = reboot.send(node);
+            if tx.send(action).is_err() {
+                pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            }
         });
     }
 }
 
-/// Render the summary as a table.
-pub fn render_summary(summary: &Summary) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "\nSummary: {} of virtual time in {:.1} s real, {} events\n",
-        crate::schedule::format_duration(summary.virtual_span),
-        summary.real.as_secs_f64(),
-        summary.events
-    ));
-    out.push_str(&format!(
-        "  {:<22} {:>8} {:>7} {:>8} {:>9} {:>7} {:>16}\n",
-        "WINDOW", "OPENED", "ROUNDS", "STARTED", "RELEASED", "FAILED", "MAX-UNAVAILABLE"
-    ));
-    for (name, w) in &summary.windows {
-        out.push_str(&format!(
-            "  {:<22} {:>8} {:>7} {:>8} {:>9} {:>7} {:>16}\n",
-            name,
-            w.windows_opened,
-            w.rounds_completed,
-            w.started,
-            w.released,
-            w.failed,
-            format!("{}/{} (of {})", w.max_unavailable, w.budget, w.selected)
-        ));
+/// Record every NodeMaintenance (start, drain, release, the PDBs that blocked it), and play
+/// what happens around a drained node: the node agent reboots it `reboot_after` later (NotReady
+/// for `reboot_time`, then Ready with a new bootID), and for an ad-hoc NodeMaintenance the
+/// person who made it deletes it `ad_hoc_hold` after the drain.
+async fn watch_maintenances(
+    client: Client,
+    clock: VirtualClock,
+    observed: Arc<Mutex<Observations>>,
+    agent: Agent,
+) {
+    let nms: Api<NodeMaintenance> = Api::all(client);
+    let mut stream = watcher(nms, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    while let Some(event) = stream.next().await {
+        // The watcher retries with backoff; an error is one failed attempt, not the end.
+        let Ok(event) = event else { continue };
+        let now = clock.now();
+        let (nm, deleted) = match event {
+            watcher::Event::Apply(nm) | watcher::Event::InitApply(nm) => (nm, false),
+            watcher::Event::Delete(nm) => (nm, true),
+            _ => continue,
+        };
+        let uid = nm.uid().unwrap_or_default();
+        let node = nm.spec.node_name.clone();
+        let succeeded = nm.status.as_ref().and_then(|s| s.phase)
+            == Some(crate::api::MaintenancePhase::Succeeded);
+        let mut obs = observed.lock().unwrap_or_else(|e| e.into_inner());
+        let m = obs
+            .maintenances
+            .entry(uid)
+            .or_insert_with(|| report::Maintenance {
+                name: nm.name_any(),
+                window: nm.labels().get(WINDOW_LABEL).cloned(),
+                node: node.clone(),
+                started: nm.metadata.creation_timestamp.as_ref().map(from_time),
+                ..Default::default()
+            });
+        if deleted {
+            m.released.get_or_insert(now);
+            continue;
+        }
+        if let Some(pdb) = nm
+            .status
+            .as_ref()
+            .and_then(|s| s.last_error.as_deref())
+            .and_then(report::blocking_pdb)
+        {
+            m.blocked_by.insert(pdb);
+        }
+        if !succeeded || nm.metadata.deletion_timestamp.is_some() || m.drained.is_some() {
+            continue;
+        }
+        m.drained = Some(now);
+        let ad_hoc = m.window.is_none();
+        drop(obs);
+        let s = &agent.scenario;
+        agent.schedule(&clock, s.reboot_after, AgentAction::ShutDown(node.clone()));
+        agent.schedule(
+            &clock,
+            s.reboot_after + s.reboot_time,
+            AgentAction::BootUp(node.clone()),
+        );
+        if ad_hoc {
+            agent.schedule(
+                &clock,
+                s.ad_hoc_hold,
+                AgentAction::Delete {
+                    nm: nm.name_any(),
+                    node,
+                },
+            );
+        }
     }
-    out
 }
