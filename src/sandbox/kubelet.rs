@@ -483,7 +483,7 @@ impl Store {
         let names: Vec<String> = t
             .in_namespace(ns)
             .filter(|(_, pdb)| {
-                LabelSelector::from_object(pdb.pointer("/spec/selector"))
+                LabelSelector::from_object(pdb.value().pointer("/spec/selector"))
                     .ok()
                     .flatten()
                     .is_some_and(|s| pods.iter().any(|p| s.matches_object(p)))
@@ -505,9 +505,12 @@ impl Store {
         let mut scales: Vec<(String, i64)> = Vec::new();
         if let (Some(sel), Some(pods)) = (selector, self.tables.get(&gr("", "pods"))) {
             for (_, p) in pods.in_namespace(ns) {
-                if !sel.matches_object(p) {
+                // Selected by the stored labels; only the selected pods are parsed.
+                if !sel.matches_with(|k| p.label(k)) {
                     continue;
                 }
+                let parsed = p.value();
+                let p: &Value = &parsed;
                 let mut scaled = None;
                 if let Some(owner) = Self::controller_ref(p)
                     && matches!(
@@ -688,13 +691,13 @@ impl Store {
                 .get(&gr("policy", "poddisruptionbudgets"))
                 .map(|t| {
                     t.in_namespace(ns)
-                        .filter(|(_, pdb)| {
+                        .map(|(_, pdb)| pdb.value())
+                        .filter(|pdb| {
                             LabelSelector::from_object(pdb.pointer("/spec/selector"))
                                 .ok()
                                 .flatten()
                                 .is_some_and(|s| !s.is_empty() && s.matches_object(&pod))
                         })
-                        .map(|(_, p)| p.clone())
                         .collect()
                 })
                 .unwrap_or_default();

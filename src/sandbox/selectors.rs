@@ -111,6 +111,16 @@ impl LabelSelector {
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.is_empty() || self.matches(obj.pointer("/metadata/labels"))
     }
+
+    /// Does a label set read through `get` (the value of a key, `None` when absent) match?
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::In(k, vs) => get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::Exists(k) => get(k).is_some(),
+            Requirement::DoesNotExist(k) => get(k).is_none(),
+        })
+    }
 }
 
 fn split_top_level(s: &str) -> Vec<&str> {
@@ -281,6 +291,17 @@ impl FieldSelector {
             };
             equal != t.negated
         })
+    }
+
+    /// Does an object match, its fields read through `get` (a field's string value as
+    /// [`field_value`] gives it, "" when absent)? `None` when `get` does not know one of the
+    /// fields asked for.
+    pub fn matches_with<'a>(&self, get: impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
+        let mut all = true;
+        for t in &self.terms {
+            all &= (get(&t.field)? == t.value) != t.negated;
+        }
+        Some(all)
     }
 
     /// kube-apiserver answers 400 for a field a resource cannot be selected by: every resource

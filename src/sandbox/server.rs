@@ -11,7 +11,9 @@ use super::patch::{self, Scope, WriteContext};
 use super::protobuf::{self, Wire};
 use super::resources::ResourceType;
 use super::selectors::{FieldSelector, LabelSelector};
-use super::store::{Change, ChangeType, DeleteOpts, Store, WriteOpts, name_of, namespace_of};
+use super::store::{
+    Change, ChangeType, DeleteOpts, Object, Store, WriteOpts, name_of, namespace_of,
+};
 use super::table;
 use super::webhook::{self, Pass, Verb, Write};
 use bytes::Bytes;
@@ -1005,6 +1007,23 @@ pub fn manager_from_user_agent(user_agent: &str) -> String {
     manager
 }
 
+/// Does [`output`] convert the stored form (more than setting `apiVersion`)?
+fn converts(rt: &ResourceType) -> bool {
+    rt.stored_as.is_some() && rt.group == "events.k8s.io"
+}
+
+/// A watch event's line spliced from the stored bytes, with `api_version` in place of the
+/// stored one when given.
+fn stored_line(kind: &str, obj: &Object, api_version: Option<&str>) -> Bytes {
+    let mut line = Vec::with_capacity(obj.body().len() + 96);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    obj.write_json(&mut line, api_version);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
+}
+
 pub(crate) fn output(rt: &ResourceType, version: &str, obj: &Value) -> Value {
     if rt.stored_as.is_some() && rt.group == "events.k8s.io" {
         return events::to_new(obj);
@@ -1040,31 +1059,31 @@ fn list(
         .filter(|c| !c.is_empty())
         .map(decode_continue)
         .transpose()?;
-    let (items, rv, clock) = {
+    // Under the lock only the selection: the body is spliced from the stored bytes after.
+    let (mut items, rv, clock) = {
         let store = shared.lock();
-        let items = store.list(&target.rt.store_key(), &target.ns, &labels, &fields);
+        let items = store.list_objects(
+            &target.rt.store_key(),
+            &target.ns,
+            &labels,
+            &fields,
+            after.as_ref(),
+        );
         (items, store.current_rv(), store.clock.clone())
-    };
-    let mut items: Vec<Arc<Value>> = match &after {
-        Some(key) => items
-            .into_iter()
-            .filter(|o| (namespace_of(o), name_of(o)) > (key.0.as_str(), key.1.as_str()))
-            .collect(),
-        None => items,
     };
     let mut next = None;
     let mut remaining = 0;
     if limit > 0 && items.len() > limit {
         remaining = items.len() - limit;
         items.truncate(limit);
-        let last = items.last().expect("limit > 0");
-        next = Some(encode_continue(namespace_of(last), name_of(last)));
+        let last = items.last().expect("limit > 0").value();
+        next = Some(encode_continue(namespace_of(&last), name_of(&last)));
     }
     let rv = rv.to_string();
     if as_table {
         let outs: Vec<Value> = items
             .iter()
-            .map(|o| output(&target.rt, &target.version, o))
+            .map(|o| output(&target.rt, &target.version, &o.value()))
             .collect();
         let mut t = table::table(&target.rt, &target.version, &outs, &rv, &*clock);
         if let Some(n) = &next {
@@ -1082,7 +1101,7 @@ fn list(
             meta["remainingItemCount"] = json!(remaining);
         }
     }
-    let mut buf = Vec::with_capacity(items.len() * 1024 + 256);
+    let mut buf = Vec::with_capacity(items.iter().map(|o| o.body().len() + 1).sum::<usize>() + 256);
     buf.extend_from_slice(b"{\"kind\":");
     serde_json::to_writer(&mut buf, &format!("{}List", target.rt.kind))
         .map_err(|e| ApiError::internal(e.to_string()))?;
@@ -1092,26 +1111,31 @@ fn list(
     serde_json::to_writer(&mut buf, &meta).map_err(|e| ApiError::internal(e.to_string()))?;
     buf.extend_from_slice(b",\"items\":[");
     // The items of a built-in list carry no kind and apiVersion, as kube-apiserver's typed
-    // lists; custom resources' (unstructured) items do.
+    // lists; custom resources' (unstructured) items do. Both are the stored bytes, spliced.
     let typed = !target.rt.custom;
     let direct = !typed
         && target.rt.stored_as.is_none()
         && target.rt.versions.first().map(|v| v.name.as_str()) == Some(target.version.as_str());
+    let converted = converts(&target.rt);
     for (i, o) in items.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        if direct {
-            serde_json::to_writer(&mut buf, &**o)
-        } else {
-            let mut item = output(&target.rt, &target.version, o);
+        if converted {
+            let mut item = output(&target.rt, &target.version, &o.value());
             if typed && let Some(m) = item.as_object_mut() {
                 m.remove("kind");
                 m.remove("apiVersion");
             }
             serde_json::to_writer(&mut buf, &item)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+        } else if typed {
+            buf.extend_from_slice(o.body());
+        } else if direct {
+            o.write_json(&mut buf, None);
+        } else {
+            o.write_json(&mut buf, Some(&api_version));
         }
-        .map_err(|e| ApiError::internal(e.to_string()))?;
     }
     buf.extend_from_slice(b"]}");
     if wire == Wire::Protobuf {
@@ -1188,17 +1212,16 @@ impl WatchFilter {
         table_of: Option<(&ResourceType, &str, &dyn crate::clock::Clock)>,
     ) -> Option<Bytes> {
         let kind = self.event_kind(c)?;
-        let direct = table_of.is_none()
-            && kind == c.kind.as_str()
-            && self.rt.stored_as.is_none()
-            && c.object.get("apiVersion").and_then(Value::as_str)
-                == Some(self.rt.api_version(&self.version).as_str());
-        if direct {
-            return Some(
-                c.line
-                    .get_or_init(|| event_line(kind, &c.object, None))
-                    .clone(),
-            );
+        if table_of.is_none() && !converts(&self.rt) {
+            let api_version = self.rt.api_version(&self.version);
+            if kind == c.kind.as_str() && c.stored.api_version() == Some(api_version.as_str()) {
+                return Some(
+                    c.line
+                        .get_or_init(|| stored_line(kind, &c.stored, None))
+                        .clone(),
+                );
+            }
+            return Some(stored_line(kind, &c.stored, Some(&api_version)));
         }
         Some(event_line(
             kind,
@@ -1282,12 +1305,13 @@ fn watch(
         }
         match store.subscribe(&target.rt.store_key(), parsed) {
             Ok((backlog, receiver)) => {
-                let initial: Vec<Arc<Value>> = if synthetic {
-                    store.list(
+                let initial: Vec<Arc<Object>> = if synthetic {
+                    store.list_objects(
                         &target.rt.store_key(),
                         &target.ns,
                         &filter.labels,
                         &filter.fields,
+                        None,
                     )
                 } else {
                     vec![]
@@ -1317,9 +1341,14 @@ fn watch(
             }
         };
         let mut last_rv = start_rv;
+        let api_version = rt.api_version(&version);
         for o in initial {
-            let out = output(&rt, &version, &o);
-            if tx.send(event_line("ADDED", &out, t)).await.is_err() {
+            let line = if t.is_none() && !converts(&rt) {
+                stored_line("ADDED", &o, Some(&api_version))
+            } else {
+                event_line("ADDED", &output(&rt, &version, &o.value()), t)
+            };
+            if tx.send(line).await.is_err() {
                 return;
             }
         }

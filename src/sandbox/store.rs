@@ -2,6 +2,12 @@
 //! bounded watch history per resource, uid and owner indexes for garbage collection. All
 //! writes go through [`Store::commit`]; the reactions a write sets off (garbage collection,
 //! PDB status, pod termination, workload controllers) live in `kubelet.rs`.
+//!
+//! Each object is kept once, as its serialised JSON ([`Object`]), with the few fields that
+//! selectors read; the store, the watch history and watch events share those bytes, and LIST
+//! splices them into the list body. Objects are parsed back to a `Value` only where a write or
+//! an internal controller needs the whole object (and kept parsed for the few kinds those
+//! controllers read in full all the time: nodes, PDBs, namespaces, webhook configurations).
 
 use super::error::{ApiError, Cause};
 use super::patch::{self, ListKind, Scope, WriteContext};
@@ -64,6 +70,217 @@ impl ChangeType {
     }
 }
 
+/// One stored object: its JSON without `apiVersion` and `kind` (which a typed list's items
+/// leave out), those two apart, and the fields selectors read. Immutable: a write stores a
+/// new one.
+#[derive(Debug)]
+pub struct Object {
+    api_version: Option<Arc<str>>,
+    kind: Option<Arc<str>>,
+    /// The JSON object without apiVersion and kind (`{"metadata":…}`).
+    body: bytes::Bytes,
+    /// `metadata.labels`, sorted by key.
+    labels: Box<[(Box<str>, Box<str>)]>,
+    /// The values of the kind's [`indexed_fields`], in that order.
+    fields: Box<[Box<str>]>,
+    indexed: &'static [&'static str],
+    /// The parsed object, for the kinds kept parsed.
+    parsed: Option<Arc<Value>>,
+}
+
+/// The field-selector fields kept beside an object's bytes; other fields are read from the
+/// parsed object.
+fn indexed_fields(gr: &GroupResource) -> &'static [&'static str] {
+    match (gr.0.as_str(), gr.1.as_str()) {
+        ("", "pods") => &["spec.nodeName", "status.phase"],
+        ("", "nodes") => &["spec.unschedulable"],
+        ("", "namespaces") => &["status.phase"],
+        ("", "events") => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+        ],
+        ("apps", "replicasets") => &["status.replicas"],
+        _ => &[],
+    }
+}
+
+/// The kinds the sandbox's own controllers read in full on hot paths (the scheduler reads
+/// every node, each eviction the namespace's PDBs, each write the webhook configurations):
+/// they are kept parsed beside their bytes. They are few next to pods and events.
+fn keep_parsed(gr: &GroupResource) -> bool {
+    matches!(
+        (gr.0.as_str(), gr.1.as_str()),
+        ("", "nodes")
+            | ("", "namespaces")
+            | ("policy", "poddisruptionbudgets")
+            | ("admissionregistration.k8s.io", _)
+            | ("apiextensions.k8s.io", "customresourcedefinitions")
+    )
+}
+
+/// Strings every object of a table repeats (apiVersion, kind), shared.
+#[derive(Debug, Default)]
+struct Interned(Vec<Arc<str>>);
+
+impl Interned {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.0.iter().find(|a| &***a == s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        // A handful per table; a table fed odd apiVersions does not grow without bound.
+        if self.0.len() < 16 {
+            self.0.push(a.clone());
+        }
+        a
+    }
+}
+
+impl Object {
+    fn new(
+        gr: &GroupResource,
+        v: &Value,
+        parsed: Option<Arc<Value>>,
+        names: &mut Interned,
+    ) -> Self {
+        let map = v.as_object();
+        let text = |k: &str| map.and_then(|m| m.get(k)).and_then(Value::as_str);
+        let api_version = text("apiVersion").map(|s| names.get(s));
+        let kind = text("kind").map(|s| names.get(s));
+        let mut body = Vec::with_capacity(1024);
+        match map {
+            Some(m) => {
+                use serde::Serializer;
+                let entries = m.iter().filter(|(k, _)| {
+                    !(k.as_str() == "apiVersion" && api_version.is_some()
+                        || k.as_str() == "kind" && kind.is_some())
+                });
+                serde_json::Serializer::new(&mut body)
+                    .collect_map(entries)
+                    .expect("a JSON value serialises");
+            }
+            None => serde_json::to_writer(&mut body, v).expect("a JSON value serialises"),
+        }
+        let mut labels: Vec<(Box<str>, Box<str>)> = v
+            .pointer("/metadata/labels")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.as_str().into(), v.as_str()?.into())))
+            .collect();
+        labels.sort();
+        let indexed = indexed_fields(gr);
+        let fields = indexed
+            .iter()
+            .map(|f| super::selectors::field_value(v, f).into_boxed_str())
+            .collect();
+        Object {
+            api_version,
+            kind,
+            body: bytes::Bytes::from(body),
+            labels: labels.into_boxed_slice(),
+            fields,
+            indexed,
+            parsed: parsed.filter(|_| keep_parsed(gr)),
+        }
+    }
+
+    /// The object as a JSON value (parsed from the bytes, unless kept parsed).
+    pub fn value(&self) -> Arc<Value> {
+        if let Some(v) = &self.parsed {
+            return v.clone();
+        }
+        let mut v: Value = serde_json::from_slice(&self.body).expect("the store holds valid JSON");
+        if let Some(m) = v.as_object_mut() {
+            if let Some(a) = &self.api_version {
+                m.insert("apiVersion".into(), Value::String(a.to_string()));
+            }
+            if let Some(k) = &self.kind {
+                m.insert("kind".into(), Value::String(k.to_string()));
+            }
+        }
+        Arc::new(v)
+    }
+
+    /// `apiVersion`, when a string.
+    pub fn api_version(&self) -> Option<&str> {
+        self.api_version.as_deref()
+    }
+
+    /// The JSON without `apiVersion` and `kind`: an item of a built-in (typed) list.
+    pub fn body(&self) -> &bytes::Bytes {
+        &self.body
+    }
+
+    /// Append the whole object's JSON to `buf`, with `api_version` in place of the stored one
+    /// when given.
+    pub fn write_json(&self, buf: &mut Vec<u8>, api_version: Option<&str>) {
+        let av = api_version.or(self.api_version.as_deref());
+        let mut head = Vec::new();
+        if let Some(av) = av {
+            head.push(("apiVersion", av));
+        }
+        if let Some(k) = self.kind.as_deref() {
+            head.push(("kind", k));
+        }
+        if head.is_empty() || !self.body.starts_with(b"{") {
+            buf.extend_from_slice(&self.body);
+            return;
+        }
+        buf.push(b'{');
+        for (i, (k, v)) in head.iter().enumerate() {
+            if i > 0 {
+                buf.push(b',');
+            }
+            buf.push(b'"');
+            buf.extend_from_slice(k.as_bytes());
+            buf.extend_from_slice(b"\":");
+            serde_json::to_writer(&mut *buf, v).expect("a string serialises");
+        }
+        let rest = &self.body[1..];
+        if rest != b"}" {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(rest);
+    }
+
+    /// The value of a label.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .binary_search_by(|(k, _)| (**k).cmp(key))
+            .ok()
+            .map(|i| &*self.labels[i].1)
+    }
+
+    /// Does it match the selectors? `ns` and `name` are its key.
+    pub fn matches(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> bool {
+        if !labels.matches_with(|k| self.label(k)) {
+            return false;
+        }
+        if fields.is_empty() {
+            return true;
+        }
+        let known = fields.matches_with(|f| match f {
+            "metadata.name" => Some(name),
+            "metadata.namespace" => Some(ns),
+            _ => self
+                .indexed
+                .iter()
+                .position(|i| *i == f)
+                .map(|i| &*self.fields[i]),
+        });
+        known.unwrap_or_else(|| fields.matches(&self.value()))
+    }
+}
+
 /// One committed change.
 #[derive(Debug, Clone)]
 pub struct Change {
@@ -79,16 +296,44 @@ pub struct Change {
     pub old: Option<Arc<Value>>,
     /// The serialised watch line, made once by the first watcher that needs it.
     pub line: std::sync::OnceLock<bytes::Bytes>,
+    /// The object as stored (its bytes shared with the store and the history).
+    pub stored: Arc<Object>,
 }
 
-/// One resource's objects and history.
+/// A change as the history keeps it: the stored objects' bytes, parsed again only for a watch
+/// that resumes from before it.
+#[derive(Debug)]
+struct Recorded {
+    rv: u64,
+    kind: ChangeType,
+    object: Arc<Object>,
+    old: Option<Arc<Object>>,
+}
+
+impl Recorded {
+    fn change(&self, gr: &GroupResource) -> Change {
+        Change {
+            gr: gr.clone(),
+            rv: self.rv,
+            kind: self.kind,
+            object: self.object.value(),
+            old: self.old.as_ref().map(|o| o.value()),
+            line: std::sync::OnceLock::new(),
+            stored: self.object.clone(),
+        }
+    }
+}
+
+/// One resource's objects and history. An empty table costs a few words: its watch channel
+/// is made by the first subscriber.
 pub struct Table {
     /// Objects by (namespace, name).
-    pub objects: BTreeMap<(String, String), Arc<Value>>,
-    history: VecDeque<Arc<Change>>,
+    pub objects: BTreeMap<(String, String), Arc<Object>>,
+    history: VecDeque<Recorded>,
     /// Watches from a resourceVersion below this are answered 410 Expired.
     compacted_rv: u64,
-    tx: broadcast::Sender<Arc<Change>>,
+    tx: std::sync::OnceLock<broadcast::Sender<Arc<Change>>>,
+    names: Interned,
 }
 
 impl Table {
@@ -97,7 +342,8 @@ impl Table {
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             compacted_rv: 0,
-            tx: broadcast::channel(WATCH_BUFFER).0,
+            tx: std::sync::OnceLock::new(),
+            names: Interned::default(),
         }
     }
 
@@ -116,7 +362,7 @@ impl Table {
 }
 
 /// Objects of a table, by (namespace, name).
-pub type Entries<'a> = Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Value>)> + 'a>;
+pub type Entries<'a> = Box<dyn Iterator<Item = (&'a (String, String), &'a Arc<Object>)> + 'a>;
 
 /// Tells list kinds for a type's objects.
 pub type Oracle = Box<dyn Fn(&[&str]) -> ListKind>;
@@ -294,7 +540,7 @@ impl Store {
             .retain(|t| !(t.group == group && t.plural == plural));
         if let Some(t) = self.tables.remove(&gr(group, plural)) {
             for obj in t.objects.values() {
-                if let Some(uid) = uid_of(obj) {
+                if let Some(uid) = uid_of(&obj.value()) {
                     self.uids.remove(uid);
                 }
             }
@@ -311,6 +557,11 @@ impl Store {
 
     /// Read one object.
     pub fn get(&self, key: &GroupResource, ns: &str, name: &str) -> Option<Arc<Value>> {
+        self.get_object(key, ns, name).map(|o| o.value())
+    }
+
+    /// Read one object as stored.
+    pub fn get_object(&self, key: &GroupResource, ns: &str, name: &str) -> Option<Arc<Object>> {
         self.tables
             .get(key)?
             .objects
@@ -326,16 +577,34 @@ impl Store {
         labels: &LabelSelector,
         fields: &FieldSelector,
     ) -> Vec<Arc<Value>> {
+        self.list_objects(key, ns, labels, fields, None)
+            .into_iter()
+            .map(|o| o.value())
+            .collect()
+    }
+
+    /// The stored objects of a resource in a namespace ("" for all) matching selectors, in
+    /// (namespace, name) order, after the key `after` when given (a LIST's continue token).
+    pub fn list_objects(
+        &self,
+        key: &GroupResource,
+        ns: &str,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        after: Option<&(String, String)>,
+    ) -> Vec<Arc<Object>> {
         let Some(t) = self.tables.get(key) else {
             return vec![];
         };
+        let later = |k: &(String, String)| after.is_none_or(|a| k > a);
         if let Some(name) = fields.exact_name()
             && !ns.is_empty()
         {
+            let k = (ns.to_string(), name.to_string());
             return t
                 .objects
-                .get(&(ns.to_string(), name.to_string()))
-                .filter(|o| labels.matches_object(o) && fields.matches(o))
+                .get(&k)
+                .filter(|o| later(&k) && o.matches(ns, name, labels, fields))
                 .cloned()
                 .into_iter()
                 .collect();
@@ -351,13 +620,26 @@ impl Store {
                 .into_iter()
                 .flatten()
                 .filter(|(n, _)| ns.is_empty() || n == ns)
-                .filter_map(|k| t.objects.get(k))
-                .filter(|o| labels.matches_object(o) && fields.matches(o))
-                .cloned()
+                .filter(|k| later(k))
+                .filter_map(|k| Some((k, t.objects.get(k)?)))
+                .filter(|((n, name), o)| o.matches(n, name, labels, fields))
+                .map(|(_, o)| o.clone())
                 .collect();
         }
-        t.in_namespace(ns)
-            .filter(|(_, o)| labels.matches_object(o) && fields.matches(o))
+        let entries: Entries<'_> = match after {
+            Some(a) if ns.is_empty() || a.0 == ns => Box::new(
+                t.objects
+                    .range::<(String, String), _>((
+                        std::ops::Bound::Excluded(a),
+                        std::ops::Bound::Unbounded,
+                    ))
+                    .take_while(move |((n, _), _)| ns.is_empty() || n == ns),
+            ),
+            Some(a) if a.0.as_str() > ns => Box::new(std::iter::empty()),
+            _ => t.in_namespace(ns),
+        };
+        entries
+            .filter(|((n, name), o)| o.matches(n, name, labels, fields))
             .map(|(_, o)| o.clone())
             .collect()
     }
@@ -379,10 +661,15 @@ impl Store {
                 if rv < t.compacted_rv {
                     return Err(ApiError::expired(rv, t.compacted_rv));
                 }
-                t.history.iter().filter(|c| c.rv > rv).cloned().collect()
+                let first = t.history.partition_point(|c| c.rv <= rv);
+                t.history
+                    .range(first..)
+                    .map(|c| Arc::new(c.change(key)))
+                    .collect()
             }
         };
-        Ok((backlog, t.tx.subscribe()))
+        let tx = t.tx.get_or_init(|| broadcast::channel(WATCH_BUFFER).0);
+        Ok((backlog, tx.subscribe()))
     }
 
     /// Forget all watch history: every watch resuming from an older resourceVersion gets 410.
@@ -433,15 +720,17 @@ impl Store {
     /// Write (or remove, with `None`) one object, assign its resourceVersion, index it, record
     /// and broadcast the change, and queue it for reactions.
     pub fn commit(&mut self, key: &ObjKey, new: Option<Value>) -> Option<Arc<Value>> {
+        let tk = (key.ns.clone(), key.name.clone());
         let rv = self.next_rv();
         let table = self.tables.entry(key.gr.clone()).or_insert_with(Table::new);
-        let tk = (key.ns.clone(), key.name.clone());
-        let old = table.objects.get(&tk).cloned();
-        let (kind, object) = match new {
+        let old_stored = table.objects.get(&tk).cloned();
+        let old = old_stored.as_ref().map(|o| o.value());
+        let (kind, object, stored) = match new {
             Some(mut v) => {
                 set_meta(&mut v, "resourceVersion", json!(rv.to_string()));
                 let v = Arc::new(v);
-                table.objects.insert(tk, v.clone());
+                let stored = Arc::new(Object::new(&key.gr, &v, Some(v.clone()), &mut table.names));
+                table.objects.insert(tk, stored.clone());
                 (
                     if old.is_some() {
                         ChangeType::Modified
@@ -449,13 +738,15 @@ impl Store {
                         ChangeType::Added
                     },
                     v,
+                    stored,
                 )
             }
             None => {
-                let o = table.objects.remove(&tk)?;
-                let mut last = (*o).clone();
+                table.objects.remove(&tk);
+                let mut last = (*old.clone()?).clone();
                 set_meta(&mut last, "resourceVersion", json!(rv.to_string()));
-                (ChangeType::Deleted, Arc::new(last))
+                let stored = Arc::new(Object::new(&key.gr, &last, None, &mut table.names));
+                (ChangeType::Deleted, Arc::new(last), stored)
             }
         };
         let change = Arc::new(Change {
@@ -465,14 +756,22 @@ impl Store {
             object: object.clone(),
             old: old.clone(),
             line: std::sync::OnceLock::new(),
+            stored: stored.clone(),
         });
-        table.history.push_back(change.clone());
+        table.history.push_back(Recorded {
+            rv,
+            kind,
+            object: stored,
+            old: old_stored,
+        });
         while table.history.len() > self.history_limit {
             if let Some(c) = table.history.pop_front() {
                 table.compacted_rv = c.rv;
             }
         }
-        let _ = table.tx.send(change.clone());
+        if let Some(tx) = table.tx.get() {
+            let _ = tx.send(change.clone());
+        }
         self.index(
             key,
             old.as_deref(),
@@ -1286,14 +1585,15 @@ impl Store {
     /// The schedulable node with the fewest pods, other than `avoid`.
     pub fn pick_node(&self, pod: &Value, avoid: Option<&str>) -> Option<String> {
         let nodes = self.tables.get(&gr("", "nodes"))?;
-        crate::kubelet::model::pick_node(
-            pod,
-            nodes.objects.values().map(|n| {
-                let count = self.pods_per_node.get(name_of(n)).copied().unwrap_or(0);
-                (&**n, count)
-            }),
-            avoid,
-        )
+        let nodes: Vec<(Arc<Value>, usize)> = nodes
+            .objects
+            .iter()
+            .map(|((_, name), n)| {
+                let count = self.pods_per_node.get(name).copied().unwrap_or(0);
+                (n.value(), count)
+            })
+            .collect();
+        crate::kubelet::model::pick_node(pod, nodes.iter().map(|(n, c)| (&**n, *c)), avoid)
     }
 }
 
