@@ -321,3 +321,46 @@ async fn kubectl_create_sends_protobuf_and_the_objects_read_back_whole() {
         .await;
     assert!(!log.contains("415"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_configmap_secret_and_serviceaccount_keep_their_data() {
+    let (s, _c) = sandbox().await;
+    let k = Kubectl::new(&s);
+    k.ok(&[
+        "create",
+        "configmap",
+        "cm",
+        "--from-literal=a=1",
+        "--from-literal=empty=",
+    ])
+    .await;
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=password=hunter2",
+    ])
+    .await;
+    k.ok(&["create", "serviceaccount", "robot"]).await;
+    let cm: Value =
+        serde_json::from_str(&k.ok(&["get", "configmap", "cm", "-o", "json"]).await.0).unwrap();
+    assert_eq!(cm["data"], json!({"a": "1", "empty": ""}));
+    let sec: Value =
+        serde_json::from_str(&k.ok(&["get", "secret", "sec", "-o", "json"]).await.0).unwrap();
+    // base64 of "hunter2", as the bytes field is written in JSON.
+    assert_eq!(sec["data"]["password"], "aHVudGVyMg==");
+    // kubectl sends an empty type, which the protobuf form cannot tell from an absent one:
+    // absent here, as in JSON (the server may default it to Opaque).
+    assert!(sec["type"].is_null() || sec["type"] == "Opaque", "{sec}");
+    let (out, _) = k
+        .ok(&[
+            "get",
+            "serviceaccount",
+            "robot",
+            "-o",
+            "jsonpath={.metadata.name}",
+        ])
+        .await;
+    assert_eq!(out, "robot");
+}
