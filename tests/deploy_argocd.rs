@@ -604,7 +604,11 @@ async fn each_state_captured_live_from_the_sandbox_has_its_health_and_the_action
     // The window as it is with its first node Running (read after the node's status).
     let in_progress = {
         let latest = capture.window("nightly").await;
-        assert_eq!(latest["status"]["round"], in_progress["status"]["round"]);
+        assert_eq!(
+            latest["status"]["round"]["number"],
+            in_progress["status"]["round"]["number"]
+        );
+        assert_eq!(latest["status"]["round"]["inProgress"], 1);
         latest
     };
     capture.keep(

@@ -149,10 +149,19 @@ fn the_build_stage_runs_the_command_this_test_runs() {
 }
 
 /// Builds the image's binary as the Dockerfile does (in `target/image`, its own target
-/// directory, so it does not wait on this test run's lock of `target/`).
+/// directory, so it does not wait on this test run's lock of `target/`). The environment is
+/// a shell's, not the test run's (cargo adds variables there that build scripts track), so
+/// the same command typed in a shell finds the binary up to date.
 fn build_image_binary() -> PathBuf {
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO"))
+    let mut cargo = Command::new("cargo");
+    cargo.env_clear();
+    for name in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "TMPDIR"] {
+        if let Some(value) = std::env::var_os(name) {
+            cargo.env(name, value);
+        }
+    }
+    let out = cargo
         .args([
             "build",
             "--locked",
