@@ -219,3 +219,61 @@ fn simulate_reports_a_node_blocked_by_a_snapshot_pdb_as_json() {
     assert!(nightly["rounds"][0]["finished"].is_string(), "{nightly:#}");
     assert_eq!(report["budgetViolations"], serde_json::json!([]));
 }
+
+#[test]
+fn a_fake_alert_holds_a_gated_window_until_it_has_been_clear_for_its_for() {
+    // The window opens at 01:00 UTC (02:00 Berlin); the fake alert fires from 01:00 to 02:30,
+    // and the gate's `for` is 10m: no node may start before 02:40, and the round completes.
+    let out = nmo(&[
+        "simulate",
+        "tests/data/gated-window.yaml",
+        "--nodes",
+        "4",
+        "--start",
+        "2026-12-03T00:00:00Z",
+        "--fake-alert",
+        "1h/2026-12-03T02:30:00Z",
+        "--speed",
+        "200",
+        "-o",
+        "json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("a JSON report");
+    let window = &report["windows"][0];
+    assert_eq!(window["name"], "gated");
+    assert_eq!(window["roundsCompleted"], 1, "{window:#}");
+    let nodes = window["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 4, "{window:#}");
+    for node in nodes {
+        let started: chrono::DateTime<chrono::Utc> =
+            node["started"].as_str().unwrap().parse().unwrap();
+        assert!(
+            started >= "2026-12-03T02:40:00Z".parse().unwrap(),
+            "{} started while the gate held: {node:#}",
+            node["node"]
+        );
+    }
+}
+
+#[test]
+fn a_fake_alert_that_is_not_a_span_is_refused() {
+    for (span, says) in [
+        ("1h", "expected START/END"),
+        ("2h/1h", "END must be after START"),
+        (
+            "soon/2h",
+            "\"soon\" is neither an RFC 3339 time nor a Go duration",
+        ),
+    ] {
+        let out = nmo(&["simulate", "--fake-alert", span]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{span}: {stderr}");
+        assert!(stderr.contains(says), "{span}: {stderr}");
+    }
+}

@@ -77,6 +77,13 @@ pub struct Args {
     /// window has finished a round, at most 15 days].
     #[arg(long = "for", value_name = "DURATION")]
     pub span: Option<String>,
+    /// Make a fake alert fire for a span of virtual time, as `START/END`, so that windows with
+    /// a `healthGate` are seen to wait: every gate query then returns one series between START
+    /// and END, and none outside. Each side is an RFC 3339 time or a Go duration after --start
+    /// (`--fake-alert 26h/27h30m`). Repeatable. Without it, a window's `healthGate` blocks with
+    /// PrometheusNotConfigured, as `nmo run` does with no `prometheus.url`.
+    #[arg(long = "fake-alert", value_name = "START/END")]
+    pub fake_alerts: Vec<String>,
     /// Operator-wide cap on window-generated NodeMaintenances.
     #[arg(long, value_name = "N")]
     pub max_concurrent_maintenances: Option<u32>,
@@ -101,6 +108,30 @@ pub enum Output {
     Text,
     /// Only the report, as JSON.
     Json,
+}
+
+/// One `--fake-alert START/END`: each side an RFC 3339 time or a Go duration after `start`.
+fn fake_alert_span(
+    span: &str,
+    start: DateTime<Utc>,
+) -> anyhow::Result<(DateTime<Utc>, DateTime<Utc>)> {
+    let side = |text: &str| -> anyhow::Result<DateTime<Utc>> {
+        if let Ok(at) = DateTime::parse_from_rfc3339(text) {
+            return Ok(at.with_timezone(&Utc));
+        }
+        let after = crate::schedule::parse_go_duration(text).map_err(|_| {
+            anyhow::anyhow!(
+                "--fake-alert {span:?}: {text:?} is neither an RFC 3339 time nor a Go duration after --start"
+            )
+        })?;
+        Ok(start + after)
+    };
+    let (from, to) = span
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--fake-alert {span:?}: expected START/END"))?;
+    let (from, to) = (side(from)?, side(to)?);
+    anyhow::ensure!(to > from, "--fake-alert {span:?}: END must be after START");
+    Ok((from, to))
 }
 
 /// How long a scenario plays at most without --for.
@@ -196,6 +227,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let agent = (reboot_time, ad_hoc_hold, args.output);
     let mut controllers = ControllerConfig::default();
+    if !args.fake_alerts.is_empty() {
+        let gate = crate::gate::ScriptedGate::new();
+        for span in &args.fake_alerts {
+            let (from, to) = fake_alert_span(span, start)?;
+            gate.firing_between(from, to);
+        }
+        controllers.maintenance_window.gate = crate::gate::GateBackend::Scripted(gate);
+    }
     controllers.maintenance_window.max_concurrent_maintenances = args.max_concurrent_maintenances;
     scale_drain_timers(&mut controllers, speed);
 
