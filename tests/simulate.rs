@@ -254,7 +254,10 @@ fn a_fake_alert_holds_a_gated_window_until_it_has_been_clear_for_its_for() {
         let started: chrono::DateTime<chrono::Utc> =
             node["started"].as_str().unwrap().parse().unwrap();
         assert!(
-            started >= "2026-12-03T02:40:00Z".parse().unwrap(),
+            started
+                >= "2026-12-03T02:40:00Z"
+                    .parse::<chrono::DateTime<chrono::Utc>>()
+                    .unwrap(),
             "{} started while the gate held: {node:#}",
             node["node"]
         );
