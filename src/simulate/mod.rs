@@ -778,7 +778,8 @@ async fn watch_maintenances(
                 name: nm.name_any(),
                 window: nm.labels().get(WINDOW_LABEL).cloned(),
                 node: node.clone(),
-                started: nm.metadata.creation_timestamp.as_ref().map(from_time),
+                // Virtual time: a real API server stamps creationTimestamp with the wall clock.
+                started: Some(now),
                 ..Default::default()
             });
         if deleted {
