@@ -31,6 +31,10 @@ async fn simulate_plays_the_embedded_examples_on_a_real_control_plane() {
         "2026-11-27T20:00:00Z",
         "--for",
         "30h",
+        // The virtual clock does not wait for a loaded machine: at the default 600x, a drain
+        // slowed by other work on these 2 cores can run into the nightly 45m nodeTimeout.
+        "--speed",
+        "200",
     ])
     .await;
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -669,6 +669,8 @@ async fn watch_unavailability(
 ) {
     let windows: Api<MaintenanceWindow> = Api::all(client.clone());
     let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+    let mut selectors: Vec<MaintenanceWindow> = Vec::new();
+    let mut refreshed: Option<std::time::Instant> = None;
     let mut stream = watcher(Api::<Node>::all(client), watcher::Config::default())
         .default_backoff()
         .boxed();
@@ -689,11 +691,16 @@ async fn watch_unavailability(
             }
             _ => continue,
         }
-        let Ok(list) = windows.list(&Default::default()).await else {
-            continue;
-        };
+        // The windows change rarely and nodes often (1,000 nodes make thousands of events):
+        // list them at most every 200 ms, not once per node event.
+        if refreshed.is_none_or(|t: std::time::Instant| t.elapsed().as_millis() >= 200)
+            && let Ok(list) = windows.list(&Default::default()).await
+        {
+            selectors = list.items;
+            refreshed = Some(std::time::Instant::now());
+        }
         let mut obs = observed.lock().unwrap_or_else(|e| e.into_inner());
-        for w in list.items {
+        for w in &selectors {
             let unavailable = nodes
                 .values()
                 .filter(|n| selector_matches(&w.spec.node_selector, n.labels()))
@@ -778,7 +785,8 @@ async fn watch_maintenances(
                 name: nm.name_any(),
                 window: nm.labels().get(WINDOW_LABEL).cloned(),
                 node: node.clone(),
-                started: nm.metadata.creation_timestamp.as_ref().map(from_time),
+                // Virtual time: a real API server stamps creationTimestamp with the wall clock.
+                started: Some(now),
                 ..Default::default()
             });
         if deleted {
