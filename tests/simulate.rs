@@ -280,3 +280,60 @@ fn a_fake_alert_that_is_not_a_span_is_refused() {
         assert!(stderr.contains(says), "{span}: {stderr}");
     }
 }
+
+/// A heavy round at an absurd `--speed`: 100 nodes, 25 at a time, at a million virtual seconds
+/// per real second. No machine drains 25 nodes in the microseconds that would give them, so
+/// the clock's governor must hold virtual time back while the controllers lag
+/// (nmo::simulate::pace); otherwise every node would blow its 2h nodeTimeout and, with
+/// maxFailures 0, the round would stall.
+#[test]
+fn a_heavy_round_at_an_absurd_speed_completes_with_no_failed_node() {
+    let window = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/heavy-absurd-speed.yaml"
+    );
+    let out = nmo(&[
+        "simulate",
+        window,
+        "--nodes",
+        "100",
+        "--speed",
+        "1000000",
+        "--start",
+        "2026-11-28T00:59:00Z",
+        "-o",
+        "json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON report ({e}):\n{stdout}"));
+    let heavy = &report["windows"][0];
+    assert_eq!(heavy["name"], "heavy", "{report:#}");
+    let round = &heavy["rounds"][0];
+    assert_eq!(round["total"], 100, "{heavy:#}");
+    assert_eq!(round["completed"], 100, "every node maintained: {round:#}");
+    assert_eq!(round["failed"], 0, "no node failed: {round:#}");
+    assert!(
+        round["finished"].is_string(),
+        "the round finished: {round:#}"
+    );
+    assert_eq!(heavy["failed"], 0, "no NodeFailed Event: {heavy:#}");
+    assert_eq!(heavy["budget"], 25, "25% of 100: {heavy:#}");
+    let peak = heavy["peakUnavailable"].as_u64().expect("a number");
+    assert!(peak > 0 && peak <= 25, "within the budget: {heavy:#}");
+    // The clock was held back: far below the speed asked for, and said so.
+    let clock = &report["clock"];
+    assert_eq!(clock["speed"], 1_000_000.0, "{clock:#}");
+    let effective = clock["effectiveSpeed"].as_f64().expect("a number");
+    assert!(
+        effective > 0.0 && effective < 100_000.0,
+        "effective speed {effective}: {clock:#}"
+    );
+    assert!(
+        clock["heldBackShare"].as_f64().expect("a number") > 0.5,
+        "{clock:#}"
+    );
+    assert!(clock["played"]["seconds"].as_i64().expect("seconds") > 0);
+}

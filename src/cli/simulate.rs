@@ -254,6 +254,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     runtime.block_on(async move {
         let clock = VirtualClock::new(start, speed);
+        // Virtual time stands still while the cluster is seeded (5,000 nodes take seconds,
+        // hours at 600x); the scenario or --serve starts it.
+        clock.set_pace(0.0);
         let sandbox = Sandbox::builder()
             .https(!args.http)
             .port(args.port)
@@ -372,6 +375,7 @@ async fn serve(
     eprintln!(
         "fault injection: kubectl create --raw /sandbox/faults -f RULE.json, kubectl get --raw /sandbox/faults, kubectl delete --raw /sandbox/faults (see the README)"
     );
+    clock.set_pace(1.0);
     let handle = if args.no_controllers {
         eprintln!("controllers: off (--no-controllers)");
         None

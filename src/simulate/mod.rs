@@ -2,10 +2,13 @@
 //!
 //! A scenario is: a seeded cluster (generated workers and GPU nodes with pods and a PDB, or a
 //! snapshot of a real cluster), the manifests to apply (by default the embedded examples'
-//! MaintenanceWindows), and a virtual time span. The clock runs `speed` times faster than real
-//! time while anything is happening, and jumps ahead to just before the next window opening
-//! when nothing is (no NodeMaintenance exists and no window is open), so a week of windows
-//! plays out in seconds. Every MaintenanceWindow Event is printed as it happens, stamped with
+//! MaintenanceWindows), and a virtual time span. The clock runs up to `speed` times faster
+//! than real time while anything is happening, and jumps ahead to just before the next window
+//! opening when nothing is (no NodeMaintenance exists and no window is open), so a week of
+//! windows plays out in seconds. A governor ([`pace`]) holds it below `speed` whenever the
+//! controllers lag, so a machine that cannot keep up makes the run slower, never wrong: no
+//! node fails its `nodeTimeout` because the simulator ran ahead of the controllers. The
+//! report gives the effective speed. Every MaintenanceWindow Event is printed as it happens, stamped with
 //! virtual time, and a summary ends the run.
 //!
 //! The same scenario plays on another API server too (`--cluster-kubeconfig`, meant for the
@@ -46,12 +49,14 @@ pub const EMBEDDED_EXAMPLES: [(&str, &str); 2] = [
     ),
 ];
 
+pub mod pace;
 pub mod progress;
 pub mod report;
 pub mod seed;
 
-pub use progress::{Display, LiveStatus, LiveWindow};
-pub use report::{Report, render_report};
+pub use pace::{PaceConfig, PaceStats};
+pub use progress::{Display, LiveSpeed, LiveStatus, LiveWindow};
+pub use report::{ClockReport, Report, render_report};
 pub use seed::{GPU_LABEL, GeneratedNode, WORKER_LABEL};
 
 /// Errors of a simulation run.
@@ -331,6 +336,25 @@ pub async fn run_scenario(
 ) -> Result<Report, SimulateError> {
     let real_start = std::time::Instant::now();
     let client = target.client()?;
+    // The clock may have been held while the cluster was seeded; from here it plays, at the
+    // pace the governor allows (see [`pace`]).
+    clock.set_pace(1.0);
+    let played_before = clock.played();
+    let pace_stats = Arc::new(PaceStats::default());
+    let governor = {
+        let clock = clock.clone();
+        let stats = pace_stats.clone();
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+        tokio::spawn(async move {
+            pace::govern(clock, PaceConfig::default(), &stats, || {
+                let namespaces = namespaces.clone();
+                async move {
+                    let _ = namespaces.get_opt("default").await;
+                }
+            })
+            .await
+        })
+    };
     let end = scenario.start + scenario.span;
     // Evictions need a client that reports a PDB's 429 at once (see controller::Clients).
     let clients = controller::Clients::from_config(target.client_config()?).map_err(|source| {
@@ -414,7 +438,14 @@ pub async fn run_scenario(
                 obs.window_status(w);
             }
         }
-        display.status(&live_status(clock.now(), &all, &all_nms, &observed));
+        let mut live = live_status(clock.now(), &all, &all_nms, &observed);
+        live.speed = Some(LiveSpeed {
+            now: (scenario.speed * clock.pace()).round() as u64,
+            overall: pace::effective_speed(clock.played() - played_before, real_start.elapsed())
+                .round() as u64,
+            nominal: scenario.speed.round() as u64,
+        });
+        display.status(&live);
         for w in &all {
             let Some(r) = w.status.as_ref().and_then(|s| s.round.as_ref()) else {
                 continue;
@@ -514,6 +545,9 @@ pub async fn run_scenario(
         display.line(line);
     }
     let finished_at = clock.now();
+    governor.abort();
+    clock.set_limit(None);
+    let played = clock.played() - played_before;
     handle.stop().await;
     for w in watchers {
         w.abort();
@@ -526,13 +560,10 @@ pub async fn run_scenario(
     for w in &all {
         obs.window_status(w);
     }
-    Ok(report::build_report(
-        &obs,
-        &all,
-        &nodes,
-        (scenario.start, finished_at),
-        real_start.elapsed(),
-    ))
+    let real = real_start.elapsed();
+    let mut report = report::build_report(&obs, &all, &nodes, (scenario.start, finished_at), real);
+    report.clock = ClockReport::new(scenario.speed, played, real, &pace_stats.summary());
+    Ok(report)
 }
 
 /// The live display's view of the windows and NodeMaintenances.
@@ -591,6 +622,7 @@ fn live_status(
         windows: live_windows,
         in_maintenance,
         blocked,
+        speed: None,
     }
 }
 
@@ -734,15 +766,29 @@ struct Agent {
 }
 
 impl Agent {
-    /// Send `action` after `after` of virtual time.
+    /// Send `action` after `after` of virtual time. The clock's pace may change meanwhile
+    /// (see [`pace`]): a sleep computed at full speed ends at or before the instant, so the
+    /// clock is read again until it is reached.
     fn schedule(&self, clock: &VirtualClock, after: Duration, action: AgentAction) {
         self.pending
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let delay = clock.real_duration(after);
+        let at = clock.now() + after;
+        let clock = clock.clone();
         let tx = self.tx.clone();
         let pending = self.pending.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            loop {
+                let left = at - clock.now();
+                if left <= Duration::zero() {
+                    break;
+                }
+                tokio::time::sleep(
+                    clock
+                        .real_duration(left)
+                        .max(std::time::Duration::from_millis(1)),
+                )
+                .await;
+            }
             if tx.send(action).is_err() {
                 pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }

@@ -41,6 +41,19 @@ pub struct LiveStatus {
     pub in_maintenance: Vec<String>,
     /// Blocked evictions: (node, PDB `namespace/name`).
     pub blocked: Vec<(String, String)>,
+    /// How fast the virtual clock runs (see `crate::simulate::pace`).
+    pub speed: Option<LiveSpeed>,
+}
+
+/// The virtual clock's speed, in virtual seconds per real second.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LiveSpeed {
+    /// Now: `--speed` times the pace the governor allows.
+    pub now: u64,
+    /// Since the run started: virtual time played (jumps left out) over real time.
+    pub overall: u64,
+    /// `--speed`.
+    pub nominal: u64,
 }
 
 /// Where a run's progress goes.
@@ -147,9 +160,22 @@ pub fn bar(done: i32, total: i32, width: usize) -> String {
 /// The lines of the live block.
 pub fn render_live(s: &LiveStatus, width: usize) -> Vec<String> {
     let mut lines = vec![format!(
-        "── virtual time {} ──",
+        "── virtual time {} ──{}",
         s.now
             .map(|t| t.format("%a %Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default(),
+        s.speed
+            .map(|v| format!(
+                " {}x now of {}x, {}x effective{}",
+                v.now,
+                v.nominal,
+                v.overall,
+                if v.now < v.nominal {
+                    " (held back: the controllers lag)"
+                } else {
+                    ""
+                }
+            ))
             .unwrap_or_default()
     )];
     for w in &s.windows {
@@ -245,6 +271,7 @@ mod tests {
             }],
             in_maintenance: vec!["worker-4".into(), "worker-5".into()],
             blocked: vec![("worker-4".into(), "shop/db".into())],
+            speed: None,
         };
         let lines = render_live(&s, 100);
         assert_eq!(lines[0], "── virtual time Sat 2026-11-28 01:30:00 UTC ──");
@@ -252,5 +279,22 @@ mod tests {
         assert!(lines[1].contains("round 1 [##########..........] 3/6, 2 in flight"));
         assert_eq!(lines[2], "  in maintenance (2): worker-4, worker-5");
         assert_eq!(lines[3], "  blocked evictions (1): worker-4 by PDB shop/db");
+    }
+
+    #[test]
+    fn the_live_block_shows_how_fast_the_clock_runs() {
+        let s = LiveStatus {
+            now: Some(Utc.with_ymd_and_hms(2026, 11, 28, 1, 30, 0).unwrap()),
+            speed: Some(LiveSpeed {
+                now: 150,
+                overall: 190,
+                nominal: 600,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            render_live(&s, 100)[0],
+            "── virtual time Sat 2026-11-28 01:30:00 UTC ── 150x now of 600x, 190x effective (held back: the controllers lag)"
+        );
     }
 }

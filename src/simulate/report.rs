@@ -123,7 +123,7 @@ pub fn blocking_pdb(last_error: &str) -> Option<String> {
 }
 
 /// A span of time, in seconds and as text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Span {
     /// Seconds.
     pub seconds: i64,
@@ -250,6 +250,44 @@ pub struct Report {
     pub ad_hoc: Vec<NodeReport>,
     /// Windows whose peak went over their budget (never expected).
     pub budget_violations: Vec<String>,
+    /// How fast the virtual clock ran (see `crate::simulate::pace`).
+    pub clock: ClockReport,
+}
+
+/// How fast the virtual clock ran over a run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClockReport {
+    /// `--speed`: virtual seconds per real second at full pace.
+    pub speed: f64,
+    /// Virtual time played at the clock's pace (the idle jumps left out).
+    pub played: Span,
+    /// `played` over the real time: virtual seconds per real second.
+    pub effective_speed: f64,
+    /// The share of the run the governor held the clock below `speed` because the
+    /// controllers lagged.
+    pub held_back_share: f64,
+    /// The largest lag measured, in milliseconds.
+    pub max_lag_ms: u64,
+}
+
+impl ClockReport {
+    /// The clock's figures from the run's `speed`, virtual time `played`, `real` time and the
+    /// governor's summary.
+    pub fn new(
+        speed: f64,
+        played: Duration,
+        real: std::time::Duration,
+        pace: &super::pace::PaceSummary,
+    ) -> ClockReport {
+        ClockReport {
+            speed,
+            played: Span::from(played),
+            effective_speed: super::pace::effective_speed(played, real).round(),
+            held_back_share: (pace.held_share * 100.0).round() / 100.0,
+            max_lag_ms: pace.max_lag.as_millis() as u64,
+        }
+    }
 }
 
 fn node_report(m: &Maintenance, failed: bool, end: DateTime<Utc>) -> NodeReport {
@@ -411,6 +449,7 @@ pub fn build_report(
             .collect(),
         ad_hoc,
         budget_violations: violations,
+        clock: ClockReport::default(),
     }
 }
 
@@ -430,6 +469,17 @@ pub fn render_report(r: &Report) -> String {
         "\nSummary: {} of virtual time in {:.1} s real, {} events\n",
         r.virtual_span.text, r.real_seconds, r.events
     ));
+    if r.clock.speed > 0.0 {
+        out.push_str(&format!(
+            "Clock: virtual {} played in {:.1} s, {}x effective (--speed {}; held back {:.0}% of the time, lag up to {} ms)\n",
+            r.clock.played.text,
+            r.real_seconds,
+            r.clock.effective_speed,
+            r.clock.speed,
+            r.clock.held_back_share * 100.0,
+            r.clock.max_lag_ms
+        ));
+    }
     out.push_str(&format!(
         "  {:<22} {:>8} {:>7} {:>8} {:>9} {:>7} {:>16}\n",
         "WINDOW", "OPENED", "ROUNDS", "STARTED", "RELEASED", "FAILED", "MAX-UNAVAILABLE"
