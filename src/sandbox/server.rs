@@ -1093,6 +1093,21 @@ fn list(
     }
     // Serialise item by item: no copy of the whole list.
     let api_version = target.rt.api_version(&target.version);
+    let typed = !target.rt.custom;
+    let converted = converts(&target.rt);
+    let head = |meta: &Value| -> Result<Vec<u8>, ApiError> {
+        let mut buf = Vec::with_capacity(256);
+        buf.extend_from_slice(b"{\"kind\":");
+        serde_json::to_writer(&mut buf, &format!("{}List", target.rt.kind))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        buf.extend_from_slice(b",\"apiVersion\":");
+        serde_json::to_writer(&mut buf, &api_version)
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        buf.extend_from_slice(b",\"metadata\":");
+        serde_json::to_writer(&mut buf, meta).map_err(|e| ApiError::internal(e.to_string()))?;
+        buf.extend_from_slice(b",\"items\":[");
+        Ok(buf)
+    };
     let mut meta = json!({"resourceVersion": rv});
     if let Some(n) = &next {
         meta["continue"] = json!(n);
@@ -1101,22 +1116,24 @@ fn list(
             meta["remainingItemCount"] = json!(remaining);
         }
     }
-    let mut buf = Vec::with_capacity(items.iter().map(|o| o.body().len() + 1).sum::<usize>() + 256);
-    buf.extend_from_slice(b"{\"kind\":");
-    serde_json::to_writer(&mut buf, &format!("{}List", target.rt.kind))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    buf.extend_from_slice(b",\"apiVersion\":");
-    serde_json::to_writer(&mut buf, &api_version).map_err(|e| ApiError::internal(e.to_string()))?;
-    buf.extend_from_slice(b",\"metadata\":");
-    serde_json::to_writer(&mut buf, &meta).map_err(|e| ApiError::internal(e.to_string()))?;
-    buf.extend_from_slice(b",\"items\":[");
     // The items of a built-in list carry no kind and apiVersion, as kube-apiserver's typed
     // lists; custom resources' (unstructured) items do. Both are the stored bytes, spliced.
-    let typed = !target.rt.custom;
+    if typed && !converted && wire != Wire::Protobuf {
+        // Streamed: the stored bytes of each item go out as they are, shared, not copied.
+        return Ok(Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(UnsyncBoxBody::new(SplicedList::new(
+                Bytes::from(head(&meta)?),
+                items,
+            )))
+            .expect("a valid response"));
+    }
+    let mut buf = head(&meta)?;
+    buf.reserve(items.iter().map(|o| o.body().len() + 1).sum::<usize>() + 2);
     let direct = !typed
         && target.rt.stored_as.is_none()
         && target.rt.versions.first().map(|v| v.name.as_str()) == Some(target.version.as_str());
-    let converted = converts(&target.rt);
     for (i, o) in items.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
@@ -1145,6 +1162,80 @@ fn list(
     }
     Ok(bytes_response(200, "application/json", buf))
 }
+
+// --- sim: LIST bodies streamed from the stored bytes ---
+
+/// A LIST body spliced from the stored objects: the list's head, each item's stored bytes
+/// (shared with the store, not copied) with a comma between, then `]}`. Its length is known
+/// up front, so hyper sends it with a Content-Length and writes the frames as they come: no
+/// copy of the whole list is ever made, and the first bytes leave before the last item is
+/// read.
+struct SplicedList {
+    head: Option<Bytes>,
+    items: std::vec::IntoIter<Arc<Object>>,
+    /// An item waiting behind its comma.
+    pending: Option<Bytes>,
+    started: bool,
+    tail: Option<Bytes>,
+    remaining: u64,
+}
+
+impl SplicedList {
+    fn new(head: Bytes, items: Vec<Arc<Object>>) -> Self {
+        let items_len: usize = items.iter().map(|o| o.body().len()).sum();
+        let commas = items.len().saturating_sub(1);
+        SplicedList {
+            remaining: (head.len() + items_len + commas + 2) as u64,
+            head: Some(head),
+            items: items.into_iter(),
+            pending: None,
+            started: false,
+            tail: Some(Bytes::from_static(b"]}")),
+        }
+    }
+}
+
+impl hyper::body::Body for SplicedList {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        let next = if let Some(h) = this.head.take() {
+            Some(h)
+        } else if let Some(p) = this.pending.take() {
+            Some(p)
+        } else if let Some(o) = this.items.next() {
+            let body = o.body().clone();
+            if this.started {
+                this.pending = Some(body);
+                Some(Bytes::from_static(b","))
+            } else {
+                this.started = true;
+                Some(body)
+            }
+        } else {
+            this.tail.take()
+        };
+        std::task::Poll::Ready(next.map(|b| {
+            this.remaining = this.remaining.saturating_sub(b.len() as u64);
+            Ok(Frame::data(b))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+// --- end sim ---
 
 fn encode_continue(ns: &str, name: &str) -> String {
     use base64::Engine;
