@@ -47,6 +47,12 @@ pub struct Args {
     /// not given, from 0 to 1.
     #[arg(long, value_name = "FRACTION", default_value_t = 1.0 / 3.0)]
     pub gpu_share: f64,
+    /// Pods per generated node, in all: each node gets pods of a `filler` ReplicaSet
+    /// (namespace `apps`, grace 30 s, no PDB) besides its usual web, api, batch and DaemonSet
+    /// pods, up to this many (for scale runs: `--nodes 5000 --pods-per-node 30` is 150,000
+    /// pods). Not with --cluster-kubeconfig.
+    #[arg(long, value_name = "N", conflicts_with_all = ["snapshot", "cluster_kubeconfig"])]
+    pub pods_per_node: Option<usize>,
     /// How long a simulated reboot takes (NotReady, then Ready with a new bootID), as a Go
     /// duration. The node agent reboots every drained node 3 minutes after its drain.
     #[arg(long, value_name = "DURATION", default_value = "2m")]
@@ -222,7 +228,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 args.gpu_nodes,
                 args.gpu_share,
             );
-            Seed::Generated(crate::simulate::seed::generated_nodes(&split))
+            let mut nodes = crate::simulate::seed::generated_nodes(&split);
+            if let Some(per_node) = args.pods_per_node {
+                crate::simulate::seed::fill_pods(&mut nodes, per_node);
+            }
+            Seed::Generated(nodes)
         }
     };
     let agent = (reboot_time, ad_hoc_hold, args.output);

@@ -283,6 +283,16 @@ pub fn seed(sandbox: &Sandbox, seed: &Seed) -> Result<(), SimulateError> {
                         seed::Owner::DaemonSet => new.daemon_set(pod.app),
                     })?;
                 }
+                for _ in 0..node.filler_pods {
+                    sandbox.create_pod(
+                        NewPod::new("")
+                            .namespace("apps")
+                            .on_node(&node.name)
+                            .label("app", "filler")
+                            .grace_period(30)
+                            .replica_set("filler"),
+                    )?;
+                }
             }
             if !nodes.is_empty() {
                 sandbox.apply_yaml(seed::PDBS)?;

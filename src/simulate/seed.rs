@@ -180,6 +180,17 @@ pub struct GeneratedNode {
     pub name: String,
     /// Its labels: the role's, a zone and the hostname.
     pub labels: BTreeMap<String, String>,
+    /// Pods of the `filler` ReplicaSet (namespace `apps`, grace 30 s, no PDB) it runs besides
+    /// [`pods_for_node`]'s, for `--pods-per-node`.
+    pub filler_pods: usize,
+}
+
+/// Give every node enough `filler` pods to run `per_node` pods in all (none where
+/// [`pods_for_node`] already gives that many).
+pub fn fill_pods(nodes: &mut [GeneratedNode], per_node: usize) {
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.filler_pods = per_node.saturating_sub(pods_for_node(i).len());
+    }
 }
 
 /// The nodes of a split, named `<prefix>-<i>` and spread over [`ZONES`].
@@ -194,7 +205,11 @@ pub fn generated_nodes(split: &[(Role, usize)]) -> Vec<GeneratedNode> {
                 ZONES[(i - 1) % ZONES.len()].into(),
             );
             labels.insert("kubernetes.io/hostname".into(), name.clone());
-            out.push(GeneratedNode { name, labels });
+            out.push(GeneratedNode {
+                name,
+                labels,
+                filler_pods: 0,
+            });
         }
     }
     out
@@ -325,6 +340,17 @@ mod tests {
         assert_eq!(nodes[1].labels["topology.kubernetes.io/zone"], "zone-b");
         assert_eq!(nodes[1].labels[WORKER_LABEL], "");
         assert_eq!(nodes[1].labels["kubernetes.io/hostname"], "worker-2");
+    }
+
+    #[test]
+    fn filler_pods_bring_every_node_to_the_count_asked() {
+        let mut nodes = generated_nodes(&[(Role::worker(), 3)]);
+        fill_pods(&mut nodes, 30);
+        for (i, n) in nodes.iter().enumerate() {
+            assert_eq!(n.filler_pods + pods_for_node(i).len(), 30);
+        }
+        fill_pods(&mut nodes, 2);
+        assert!(nodes.iter().all(|n| n.filler_pods == 0));
     }
 
     #[test]
