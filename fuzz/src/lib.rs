@@ -1,0 +1,2 @@
+//! The bodies of nmo's fuzz targets; see `targets`.
+pub mod targets;
