@@ -1,0 +1,364 @@
+//! The invariant checker. It is fed every committed state of the scenario's Nodes and
+//! NodeMaintenances in order (on the sandbox from its change feed, which faults do not touch;
+//! on a real control plane from watches) and checks, on every change:
+//!
+//! - **budget**: the selected nodes under a window's NodeMaintenances never outnumber its
+//!   `maxUnavailable`;
+//! - **window**: a window creates NodeMaintenances only while it is open; with
+//!   `onWindowEnd: Abort` they are being deleted soon after it closes (while a leader runs);
+//! - **person's cordon**: a node a person cordoned is not uncordoned by anyone else;
+//! - **nothing lost**: a NodeMaintenance a person created disappears only when a person
+//!   deleted it or its node left.
+//!
+//! The harness checks the rest (clean nodes and convergence) once the chaos stops.
+
+use super::plan::{POOL_LABEL, SCENARIO_LABEL, WindowPlan};
+use chrono::{DateTime, Duration, Utc};
+use nmo::api::WINDOW_LABEL;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// At most this many violations are kept (the first ones tell the story).
+const KEEP: usize = 40;
+
+/// Which kind a change is of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Node,
+    Nm,
+}
+
+/// One committed state.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub kind: Kind,
+    pub deleted: bool,
+    pub rv: u64,
+    pub object: Value,
+}
+
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub changes: u64,
+    /// Window NodeMaintenances created.
+    pub window_nms: u64,
+    /// The most selected nodes under one window's NodeMaintenances at once, per window.
+    pub most: BTreeMap<String, usize>,
+}
+
+pub struct Observer {
+    id: String,
+    windows: Vec<WindowPlan>,
+    /// Creation times are the API server's, on the virtual clock (the sandbox); otherwise the
+    /// time a change is observed stands in for it.
+    exact_creation: bool,
+    /// How late (virtual) an action may land after the decision that made it.
+    pub slack: Duration,
+    nodes: BTreeMap<String, Value>,
+    /// Per node: (resourceVersion, unschedulable, step) of every state seen.
+    history: BTreeMap<String, Vec<(u64, bool, usize)>>,
+    nms: BTreeMap<String, Value>,
+    /// First sight (virtual) of each NodeMaintenance uid: its creation as far as we know.
+    created: BTreeMap<String, DateTime<Utc>>,
+    /// Per node: intervals of resourceVersions in which a person's cordon is in force.
+    person: BTreeMap<String, Vec<(u64, Option<u64>)>>,
+    pub user_created: BTreeSet<String>,
+    pub user_deleted: BTreeSet<String>,
+    pub removed_nodes: BTreeSet<String>,
+    pub violations: Vec<String>,
+    pub step: usize,
+    pub counters: Counters,
+    /// Feed gaps: a lagging receiver or a relisting watch (states may have been missed).
+    pub gaps: u64,
+}
+
+fn name(o: &Value) -> String {
+    o["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn unschedulable(node: &Value) -> bool {
+    node["spec"]["unschedulable"].as_bool().unwrap_or(false)
+}
+
+impl Observer {
+    pub fn new(id: &str, windows: Vec<WindowPlan>, exact_creation: bool, slack: Duration) -> Self {
+        Observer {
+            id: id.to_string(),
+            windows,
+            exact_creation,
+            slack,
+            nodes: BTreeMap::new(),
+            history: BTreeMap::new(),
+            nms: BTreeMap::new(),
+            created: BTreeMap::new(),
+            person: BTreeMap::new(),
+            user_created: BTreeSet::new(),
+            user_deleted: BTreeSet::new(),
+            removed_nodes: BTreeSet::new(),
+            violations: Vec::new(),
+            step: 0,
+            counters: Counters::default(),
+            gaps: 0,
+        }
+    }
+
+    fn violation(&mut self, what: String) {
+        if self.violations.len() < KEEP {
+            self.violations.push(format!("step {}: {what}", self.step));
+        }
+    }
+
+    fn ours(&self, o: &Value, kind: Kind) -> bool {
+        let prefix = format!("{}-", self.id);
+        match kind {
+            Kind::Node => name(o).starts_with(&prefix),
+            Kind::Nm => {
+                name(o).starts_with(&prefix)
+                    || o["spec"]["nodeName"]
+                        .as_str()
+                        .is_some_and(|n| n.starts_with(&prefix))
+            }
+        }
+    }
+
+    /// The scenario's NodeMaintenances now, by name.
+    pub fn nms(&self) -> &BTreeMap<String, Value> {
+        &self.nms
+    }
+
+    /// The scenario's Nodes now, by name.
+    pub fn nodes(&self) -> &BTreeMap<String, Value> {
+        &self.nodes
+    }
+
+    /// Apply one committed change, seen at virtual time `now`, and check the invariants.
+    pub fn apply(&mut self, seen: Seen, now: DateTime<Utc>) {
+        if !self.ours(&seen.object, seen.kind) {
+            return;
+        }
+        self.counters.changes += 1;
+        let n = name(&seen.object);
+        match seen.kind {
+            Kind::Node => {
+                if seen.deleted {
+                    self.nodes.remove(&n);
+                    // A node that left takes a person's cordon with it.
+                    for interval in self.person.get_mut(&n).into_iter().flatten() {
+                        interval.1.get_or_insert(seen.rv);
+                    }
+                } else {
+                    let cordoned = unschedulable(&seen.object);
+                    self.history
+                        .entry(n.clone())
+                        .or_default()
+                        .push((seen.rv, cordoned, self.step));
+
+                    self.nodes.insert(n, seen.object);
+                }
+            }
+            Kind::Nm => {
+                let uid = seen.object["metadata"]["uid"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if seen.deleted {
+                    self.nms.remove(&n);
+                    let node = seen.object["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
+                    if self.user_created.contains(&n)
+                        && !self.user_deleted.contains(&n)
+                        && !self.removed_nodes.contains(&node)
+                    {
+                        self.violation(format!(
+                            "NodeMaintenance {n} (created by a person for {node}) is gone, \
+                             but no person deleted it and its node did not leave"
+                        ));
+                    }
+                } else {
+                    if !self.created.contains_key(&uid) {
+                        let at = if self.exact_creation {
+                            seen.object["metadata"]["creationTimestamp"]
+                                .as_str()
+                                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                                .map(|t| t.with_timezone(&Utc))
+                                .unwrap_or(now)
+                        } else {
+                            now
+                        };
+                        self.created.insert(uid, at);
+                        self.check_created(&seen.object, at);
+                    }
+                    self.nms.insert(n, seen.object);
+                }
+            }
+        }
+        self.check_budgets();
+    }
+
+    fn window_of(&self, nm: &Value) -> Option<&WindowPlan> {
+        let w = nm["metadata"]["labels"][WINDOW_LABEL].as_str()?;
+        self.windows.iter().find(|p| p.name == w)
+    }
+
+    fn check_created(&mut self, nm: &Value, at: DateTime<Utc>) {
+        let Some(w) = self.window_of(nm).cloned() else {
+            return;
+        };
+        self.counters.window_nms += 1;
+        // The decision came at most `slack` before the create (exact creation times are
+        // whole seconds; observed ones are later than the create).
+        let (lo, hi) = if self.exact_creation {
+            (at - self.slack, at + Duration::seconds(1))
+        } else {
+            (at - self.slack - self.slack, at)
+        };
+        if !w.open_during(lo, hi) {
+            self.violation(format!(
+                "window {} created NodeMaintenance {} at {} while closed (opens every {} min \
+                 for {} min)",
+                w.name,
+                name(nm),
+                at.format("%H:%M:%S"),
+                w.every_min,
+                w.open_min
+            ));
+        }
+    }
+
+    fn selected(&self, w: &WindowPlan, node: &Value) -> bool {
+        let labels = &node["metadata"]["labels"];
+        labels[SCENARIO_LABEL].as_str() == Some(self.id.as_str())
+            && w.pool
+                .is_none_or(|p| labels[POOL_LABEL].as_str() == Some(p))
+    }
+
+    fn check_budgets(&mut self) {
+        for w in self.windows.clone() {
+            let held: BTreeSet<String> = self
+                .nms
+                .values()
+                .filter(|nm| nm["metadata"]["labels"][WINDOW_LABEL].as_str() == Some(&w.name))
+                .filter_map(|nm| nm["spec"]["nodeName"].as_str())
+                .filter(|node| self.nodes.get(*node).is_some_and(|n| self.selected(&w, n)))
+                .map(str::to_string)
+                .collect();
+            let most = self.counters.most.entry(w.name.clone()).or_default();
+            *most = (*most).max(held.len());
+            if held.len() > w.max_unavailable as usize {
+                self.violation(format!(
+                    "window {} has {} selected nodes in maintenance at once, maxUnavailable {}: \
+                     {held:?}",
+                    w.name,
+                    held.len(),
+                    w.max_unavailable
+                ));
+            }
+        }
+    }
+
+    /// A person cordoned `node`; the write's resourceVersion is `rv`.
+    pub fn person_cordoned(&mut self, node: &str, rv: u64) {
+        self.person
+            .entry(node.to_string())
+            .or_default()
+            .push((rv, None));
+    }
+
+    /// Check every node state seen against the person's cordons. Run once the person's writes
+    /// have all returned: the feed may show a state before the write that made it returns, so
+    /// an interval is only complete then.
+    pub fn check_person_cordons(&mut self) {
+        let mut found = Vec::new();
+        for (node, states) in &self.history {
+            for (rv, cordoned, step) in states {
+                if *cordoned {
+                    continue;
+                }
+                let in_force = self
+                    .person
+                    .get(node)
+                    .into_iter()
+                    .flatten()
+                    .any(|(from, until)| rv > from && until.is_none_or(|u| *rv < u));
+                if in_force {
+                    found.push(format!(
+                        "step {step}: node {node} was uncordoned (resourceVersion {rv}) while \
+                         a person's cordon was in force"
+                    ));
+                }
+            }
+        }
+        for v in found {
+            if self.violations.len() < KEEP {
+                self.violations.push(v);
+            }
+        }
+    }
+
+    /// A person uncordoned `node` with the write at `rv`: their cordon ends there.
+    pub fn person_uncordoned(&mut self, node: &str, rv: u64) {
+        for interval in self.person.get_mut(node).into_iter().flatten() {
+            if interval.1.is_none() {
+                interval.1 = Some(rv);
+            }
+        }
+    }
+
+    /// Whether a person's cordon of `node` is in force (at the end of the feed).
+    pub fn person_cordon_in_force(&self, node: &str) -> bool {
+        self.person
+            .get(node)
+            .into_iter()
+            .flatten()
+            .any(|(_, until)| until.is_none())
+    }
+
+    /// Whether a person ever cordoned `node`.
+    pub fn person_ever_cordoned(&self, node: &str) -> bool {
+        self.person.contains_key(node)
+    }
+
+    /// `onWindowEnd: Abort`: a window's NodeMaintenance still not being deleted `slack` after
+    /// its window closed, while a leader has run all that time (`leading_since`).
+    pub fn check_abort(&mut self, now: DateTime<Utc>, leading_since: Option<DateTime<Utc>>) {
+        let Some(since) = leading_since else {
+            return;
+        };
+        let mut late = Vec::new();
+        for nm in self.nms.values() {
+            let Some(w) = self.window_of(nm) else {
+                continue;
+            };
+            if !w.abort || nm["metadata"]["deletionTimestamp"].is_string() {
+                continue;
+            }
+            let uid = nm["metadata"]["uid"].as_str().unwrap_or_default();
+            let Some(created) = self.created.get(uid) else {
+                continue;
+            };
+            let closed = w.occurrence_start(*created) + w.open_for();
+            let due = closed.max(since) + self.slack * 3;
+            if now > due && closed <= now {
+                late.push(format!(
+                    "window {} (onWindowEnd: Abort) closed at {} but its NodeMaintenance {} \
+                     is not being deleted at {} (a leader ran since {})",
+                    w.name,
+                    closed.format("%H:%M:%S"),
+                    name(nm),
+                    now.format("%H:%M:%S"),
+                    since.format("%H:%M:%S")
+                ));
+            }
+        }
+        for v in late {
+            if !self.violations.iter().any(|x| x.ends_with(&v)) {
+                self.violation(v);
+            }
+        }
+    }
+}
