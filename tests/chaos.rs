@@ -106,6 +106,11 @@ async fn chaos_scenarios_on_a_real_control_plane_keep_every_invariant() {
     );
     let started = Instant::now();
     let backend = backend::Backend::real().await;
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
+    backend.kubectl_ok(&["apply", "-f", crds]).await;
+    backend
+        .kubectl_ok(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])
+        .await;
     let mut results = Vec::new();
     for i in 0..n {
         results.push(run::on_real(&backend, seed + i).await);
