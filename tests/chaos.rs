@@ -109,7 +109,13 @@ async fn chaos_scenarios_on_a_real_control_plane_keep_every_invariant() {
     let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds/");
     backend.kubectl_ok(&["apply", "-f", crds]).await;
     backend
-        .kubectl_ok(&["wait", "--for=condition=Established", "crd", "--all", "--timeout=60s"])
+        .kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "crd",
+            "--all",
+            "--timeout=60s",
+        ])
         .await;
     let mut results = Vec::new();
     for i in 0..n {

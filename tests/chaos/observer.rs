@@ -362,3 +362,139 @@ impl Observer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The checker itself, on made-up feeds: each invariant fires on the state that breaks it
+    //! and stays quiet on the allowed cases (a negative control for the chaos runs).
+
+    use super::*;
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    fn window(abort: bool) -> WindowPlan {
+        WindowPlan {
+            name: "s-w0".into(),
+            pool: None,
+            every_min: 6,
+            open_min: 2,
+            max_unavailable: 1,
+            release_after_secs: 30,
+            on_reboot: false,
+            abort,
+            min_ready_secs: 0,
+            node_timeout_secs: None,
+        }
+    }
+
+    fn at(m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 6, 1, 2, m, s).unwrap()
+    }
+
+    fn observer(abort: bool) -> Observer {
+        Observer::new("s", vec![window(abort)], true, Duration::seconds(30))
+    }
+
+    fn node(name: &str, rv: u64, cordoned: bool) -> Seen {
+        Seen {
+            kind: Kind::Node,
+            deleted: false,
+            rv,
+            object: json!({"metadata": {"name": name, "labels": {SCENARIO_LABEL: "s"}},
+                "spec": {"unschedulable": cordoned}}),
+        }
+    }
+
+    fn nm(name: &str, node: &str, window: Option<&str>, created: DateTime<Utc>) -> Seen {
+        let mut labels = json!({});
+        if let Some(w) = window {
+            labels[WINDOW_LABEL] = json!(w);
+        }
+        Seen {
+            kind: Kind::Nm,
+            deleted: false,
+            rv: 0,
+            object: json!({"metadata": {"name": name, "uid": format!("uid-{name}"),
+                "labels": labels, "creationTimestamp": created.to_rfc3339()},
+                "spec": {"nodeName": node}}),
+        }
+    }
+
+    #[test]
+    fn a_second_window_maintenance_at_once_breaks_a_budget_of_one() {
+        let mut o = observer(false);
+        o.apply(node("s-n0", 1, false), at(0, 0));
+        o.apply(node("s-n1", 2, false), at(0, 0));
+        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(0, 10)), at(0, 10));
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        // An ad-hoc one on another node is not the window's.
+        o.apply(nm("s-adhoc-1", "s-n1", None, at(0, 20)), at(0, 20));
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        o.apply(nm("s-w0-s-n1", "s-n1", Some("s-w0"), at(0, 30)), at(0, 30));
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+        assert!(o.violations[0].contains("maxUnavailable 1"));
+    }
+
+    #[test]
+    fn a_window_maintenance_created_while_the_window_is_closed_is_reported() {
+        let mut o = observer(false);
+        o.apply(node("s-n0", 1, false), at(0, 0));
+        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(2, 20)), at(2, 20));
+        assert!(o.violations.is_empty(), "within the slack after closing");
+        let mut o = observer(false);
+        o.apply(node("s-n0", 1, false), at(0, 0));
+        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(4, 0)), at(4, 0));
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+        assert!(o.violations[0].contains("while closed"));
+    }
+
+    #[test]
+    fn an_abort_window_maintenance_left_after_the_close_is_reported_only_while_a_leader_runs() {
+        let mut o = observer(true);
+        o.apply(node("s-n0", 1, false), at(0, 0));
+        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(1, 0)), at(1, 0));
+        o.check_abort(at(5, 0), None);
+        assert!(o.violations.is_empty(), "no leader: nobody could act");
+        o.check_abort(at(2, 30), Some(at(0, 0)));
+        assert!(o.violations.is_empty(), "within the slack");
+        o.check_abort(at(5, 0), Some(at(0, 0)));
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+    }
+
+    #[test]
+    fn an_uncordon_during_a_persons_cordon_is_reported_but_their_own_is_not() {
+        let mut o = observer(false);
+        o.apply(node("s-n0", 1, false), at(0, 0));
+        o.apply(node("s-n0", 5, true), at(0, 0));
+        o.apply(node("s-n0", 9, false), at(0, 0));
+        o.person_cordoned("s-n0", 5);
+        o.person_uncordoned("s-n0", 9);
+        o.check_person_cordons();
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        o.apply(node("s-n0", 12, true), at(0, 0));
+        o.person_cordoned("s-n0", 12);
+        o.apply(node("s-n0", 15, false), at(0, 0));
+        o.check_person_cordons();
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+        assert!(o.violations[0].contains("resourceVersion 15"));
+    }
+
+    #[test]
+    fn a_persons_maintenance_that_vanishes_unasked_is_lost() {
+        let mut o = observer(false);
+        o.apply(node("s-n0", 1, false), at(0, 0));
+        o.user_created.insert("s-adhoc-1".into());
+        o.user_created.insert("s-adhoc-2".into());
+        for name in ["s-adhoc-1", "s-adhoc-2"] {
+            o.apply(nm(name, "s-n0", None, at(0, 5)), at(0, 5));
+        }
+        o.user_deleted.insert("s-adhoc-1".into());
+        for name in ["s-adhoc-1", "s-adhoc-2"] {
+            let mut gone = nm(name, "s-n0", None, at(0, 5));
+            gone.deleted = true;
+            o.apply(gone, at(0, 9));
+        }
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+        assert!(o.violations[0].contains("s-adhoc-2"));
+    }
+}
