@@ -68,6 +68,8 @@ pub struct Observer {
     pub violations: Vec<String>,
     pub step: usize,
     pub counters: Counters,
+    /// Per node: since when (virtual, as first observed) it is NotReady or cordoned.
+    unavailable_since: BTreeMap<String, DateTime<Utc>>,
     /// Feed gaps: a lagging receiver or a relisting watch (states may have been missed).
     pub gaps: u64,
 }
@@ -77,6 +79,14 @@ fn name(o: &Value) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
+}
+
+fn ready(node: &Value) -> bool {
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 fn unschedulable(node: &Value) -> bool {
@@ -101,6 +111,7 @@ impl Observer {
             violations: Vec::new(),
             step: 0,
             counters: Counters::default(),
+            unavailable_since: BTreeMap::new(),
             gaps: 0,
         }
     }
@@ -145,12 +156,18 @@ impl Observer {
             Kind::Node => {
                 if seen.deleted {
                     self.nodes.remove(&n);
+                    self.unavailable_since.remove(&n);
                     // A node that left takes a person's cordon with it.
                     for interval in self.person.get_mut(&n).into_iter().flatten() {
                         interval.1.get_or_insert(seen.rv);
                     }
                 } else {
                     let cordoned = unschedulable(&seen.object);
+                    if cordoned || !ready(&seen.object) {
+                        self.unavailable_since.entry(n.clone()).or_insert(now);
+                    } else {
+                        self.unavailable_since.remove(&n);
+                    }
                     self.history
                         .entry(n.clone())
                         .or_default()
@@ -217,6 +234,7 @@ impl Observer {
         } else {
             (at - self.slack - self.slack, at)
         };
+        self.check_start(&w, nm, at);
         if !w.open_during(lo, hi) {
             self.violation(format!(
                 "window {} created NodeMaintenance {} at {} while closed (opens every {} min \
@@ -228,6 +246,75 @@ impl Observer {
                 w.open_min
             ));
         }
+    }
+
+    /// When window `w` starts a node (its NodeMaintenance `nm` appears, created `at`): the node
+    /// was not under another NodeMaintenance, and the budget held counting the selected nodes
+    /// that were NotReady, cordoned or under another NodeMaintenance. Only what had been so for
+    /// a while counts (`2 * slack`): the operator's caches may lag the feed by that much.
+    fn check_start(&mut self, w: &WindowPlan, nm: &Value, at: DateTime<Utc>) {
+        let settled = at - self.slack * 2;
+        let target = nm["spec"]["nodeName"].as_str().unwrap_or_default();
+        let foreign = |node: &str| self.foreign_nm(w, node, settled);
+        let mut found = Vec::new();
+        if let Some(other) = foreign(target) {
+            found.push(format!(
+                "window {} started {target} while NodeMaintenance {other} held it",
+                w.name
+            ));
+        }
+        let mut held: BTreeSet<String> = self
+            .nms
+            .values()
+            .filter(|o| o["metadata"]["labels"][WINDOW_LABEL].as_str() == Some(&w.name))
+            .filter_map(|o| o["spec"]["nodeName"].as_str())
+            .map(str::to_string)
+            .collect();
+        held.insert(target.to_string());
+        let others: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(n, node)| !held.contains(*n) && self.selected(w, node))
+            .filter(|(n, _)| {
+                self.unavailable_since
+                    .get(*n)
+                    .is_some_and(|s| *s <= settled)
+                    || foreign(n).is_some()
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        let held: Vec<String> = held
+            .into_iter()
+            .filter(|n| self.nodes.get(n).is_some_and(|node| self.selected(w, node)))
+            .collect();
+        if held.len() + others.len() > w.max_unavailable as usize {
+            found.push(format!(
+                "window {} started {target} with {} of its nodes in its maintenance {held:?} \
+                 and {} unavailable otherwise {others:?}: maxUnavailable {}",
+                w.name,
+                held.len(),
+                others.len(),
+                w.max_unavailable
+            ));
+        }
+        for v in found {
+            self.violation(v);
+        }
+    }
+
+    /// Another NodeMaintenance than `w`'s on `node`, not being deleted, created by `settled`.
+    fn foreign_nm(&self, w: &WindowPlan, node: &str, settled: DateTime<Utc>) -> Option<String> {
+        self.nms
+            .values()
+            .filter(|o| o["spec"]["nodeName"].as_str() == Some(node))
+            .filter(|o| o["metadata"]["labels"][WINDOW_LABEL].as_str() != Some(&w.name))
+            .filter(|o| !o["metadata"]["deletionTimestamp"].is_string())
+            .filter(|o| {
+                let uid = o["metadata"]["uid"].as_str().unwrap_or_default();
+                self.created.get(uid).is_some_and(|c| *c <= settled)
+            })
+            .map(name)
+            .next()
     }
 
     fn selected(&self, w: &WindowPlan, node: &Value) -> bool {
@@ -431,8 +518,42 @@ mod tests {
         o.apply(nm("s-adhoc-1", "s-n1", None, at(0, 20)), at(0, 20));
         assert!(o.violations.is_empty(), "{:?}", o.violations);
         o.apply(nm("s-w0-s-n1", "s-n1", Some("s-w0"), at(0, 30)), at(0, 30));
+        assert!(
+            o.violations
+                .iter()
+                .any(|v| v.contains("2 selected nodes in maintenance at once")),
+            "{:?}",
+            o.violations
+        );
+    }
+
+    #[test]
+    fn a_start_counts_nodes_that_were_not_ready_or_held_by_another_maintenance_for_a_while() {
+        let not_ready = |name: &str, rv| {
+            let mut n = node(name, rv, false);
+            n.object["status"] = json!({"conditions": [{"type": "Ready", "status": "False"}]});
+            n
+        };
+        // A node NotReady since 02:00 counts against a start at 02:01:30, not one at 02:00:40.
+        let mut o = observer(false);
+        o.apply(not_ready("s-n1", 1), at(0, 0));
+        o.apply(node("s-n0", 2, false), at(0, 0));
+        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(0, 40)), at(0, 40));
+        assert!(o.violations.is_empty(), "{:?}", o.violations);
+        let mut o = observer(false);
+        o.apply(not_ready("s-n1", 1), at(0, 0));
+        o.apply(node("s-n0", 2, false), at(0, 0));
+        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(1, 30)), at(1, 30));
         assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
-        assert!(o.violations[0].contains("maxUnavailable 1"));
+        assert!(o.violations[0].contains("1 unavailable otherwise"));
+        // A node under a person's NodeMaintenance is not the window's to start.
+        let mut o = observer(false);
+        o.windows[0].max_unavailable = 2;
+        o.apply(node("s-n0", 2, false), at(0, 0));
+        o.apply(nm("s-adhoc-1", "s-n0", None, at(0, 0)), at(0, 0));
+        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(1, 30)), at(1, 30));
+        assert_eq!(o.violations.len(), 1, "{:?}", o.violations);
+        assert!(o.violations[0].contains("while NodeMaintenance s-adhoc-1 held it"));
     }
 
     #[test]
