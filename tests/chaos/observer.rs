@@ -26,6 +26,7 @@ const KEEP: usize = 40;
 pub enum Kind {
     Node,
     Nm,
+    Window,
 }
 
 /// One committed state.
@@ -68,6 +69,8 @@ pub struct Observer {
     pub violations: Vec<String>,
     pub step: usize,
     pub counters: Counters,
+    /// Per window: its last status, and when it was seen (for the messages).
+    window_status: BTreeMap<String, (Value, DateTime<Utc>)>,
     /// Per node: since when (virtual, as first observed) it is NotReady or cordoned.
     unavailable_since: BTreeMap<String, DateTime<Utc>>,
     /// Feed gaps: a lagging receiver or a relisting watch (states may have been missed).
@@ -112,6 +115,7 @@ impl Observer {
             step: 0,
             counters: Counters::default(),
             unavailable_since: BTreeMap::new(),
+            window_status: BTreeMap::new(),
             gaps: 0,
         }
     }
@@ -126,6 +130,7 @@ impl Observer {
         let prefix = format!("{}-", self.id);
         match kind {
             Kind::Node => name(o).starts_with(&prefix),
+            Kind::Window => name(o).starts_with(&prefix),
             Kind::Nm => {
                 name(o).starts_with(&prefix)
                     || o["spec"]["nodeName"]
@@ -153,6 +158,11 @@ impl Observer {
         self.counters.changes += 1;
         let n = name(&seen.object);
         match seen.kind {
+            Kind::Window => {
+                self.window_status
+                    .insert(n, (seen.object["status"].clone(), now));
+                return;
+            }
             Kind::Node => {
                 if seen.deleted {
                     self.nodes.remove(&n);
@@ -222,6 +232,20 @@ impl Observer {
         self.windows.iter().find(|p| p.name == w)
     }
 
+    /// The window's last status, for a message.
+    fn status_of(&self, window: &str) -> String {
+        match self.window_status.get(window) {
+            Some((status, at)) => format!(
+                "window status as of {}: round {} currentWindow {} conditions {}",
+                at.format("%H:%M:%S"),
+                status["round"],
+                status["currentWindow"],
+                status["conditions"]
+            ),
+            None => "window status not seen".into(),
+        }
+    }
+
     fn check_created(&mut self, nm: &Value, at: DateTime<Utc>) {
         let Some(w) = self.window_of(nm).cloned() else {
             return;
@@ -238,12 +262,13 @@ impl Observer {
         if !w.open_during(lo, hi) {
             self.violation(format!(
                 "window {} created NodeMaintenance {} at {} while closed (opens every {} min \
-                 for {} min)",
+                 for {} min); {}",
                 w.name,
                 name(nm),
                 at.format("%H:%M:%S"),
                 w.every_min,
-                w.open_min
+                w.open_min,
+                self.status_of(&w.name)
             ));
         }
     }
@@ -251,9 +276,9 @@ impl Observer {
     /// When window `w` starts a node (its NodeMaintenance `nm` appears, created `at`): the node
     /// was not under another NodeMaintenance, and the budget held counting the selected nodes
     /// that were NotReady, cordoned or under another NodeMaintenance. Only what had been so for
-    /// a while counts (`2 * slack`): the operator's caches may lag the feed by that much.
+    /// a while counts (`slack`): the operator's caches may lag the feed by that much.
     fn check_start(&mut self, w: &WindowPlan, nm: &Value, at: DateTime<Utc>) {
-        let settled = at - self.slack * 2;
+        let settled = at - self.slack;
         let target = nm["spec"]["nodeName"].as_str().unwrap_or_default();
         let foreign = |node: &str| self.foreign_nm(w, node, settled);
         let mut found = Vec::new();
@@ -429,21 +454,29 @@ impl Observer {
                 continue;
             };
             let closed = w.occurrence_start(*created) + w.open_for();
-            let due = closed.max(since) + self.slack * 3;
+            let due = closed.max(since) + self.slack * 2;
             if now > due && closed <= now {
                 late.push(format!(
                     "window {} (onWindowEnd: Abort) closed at {} but its NodeMaintenance {} \
-                     is not being deleted at {} (a leader ran since {})",
+                     is not being deleted at {} (a leader ran since {}); its status {}; {}",
                     w.name,
                     closed.format("%H:%M:%S"),
                     name(nm),
                     now.format("%H:%M:%S"),
-                    since.format("%H:%M:%S")
+                    since.format("%H:%M:%S"),
+                    nm["status"],
+                    self.status_of(&w.name)
                 ));
             }
         }
         for v in late {
-            if !self.violations.iter().any(|x| x.ends_with(&v)) {
+            // Once per NodeMaintenance.
+            let key = v
+                .split(" is not being deleted")
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            if !self.violations.iter().any(|x| x.contains(&key)) {
                 self.violation(v);
             }
         }
@@ -534,11 +567,11 @@ mod tests {
             n.object["status"] = json!({"conditions": [{"type": "Ready", "status": "False"}]});
             n
         };
-        // A node NotReady since 02:00 counts against a start at 02:01:30, not one at 02:00:40.
+        // A node NotReady since 02:00 counts against a start at 02:01:30, not one at 02:00:20.
         let mut o = observer(false);
         o.apply(not_ready("s-n1", 1), at(0, 0));
         o.apply(node("s-n0", 2, false), at(0, 0));
-        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(0, 40)), at(0, 40));
+        o.apply(nm("s-w0-s-n0", "s-n0", Some("s-w0"), at(0, 20)), at(0, 20));
         assert!(o.violations.is_empty(), "{:?}", o.violations);
         let mut o = observer(false);
         o.apply(not_ready("s-n1", 1), at(0, 0));

@@ -232,8 +232,9 @@ impl Scenario {
         }
         let mut windows = Vec::new();
         for w in 0..rng.range(1, 2) {
-            let every_min = *rng.pick(&[5u32, 6, 10]);
-            let open_min = rng.range(2, u64::from(every_min) - 2) as u32;
+            // Closed at least 4 minutes between openings: more than the harness's slack.
+            let every_min = *rng.pick(&[6u32, 10, 12]);
+            let open_min = rng.range(2, u64::from(every_min) - 4) as u32;
             windows.push(WindowPlan {
                 name: format!("{id}-w{w}"),
                 pool: *rng.pick(&[None, Some("a"), Some("b")]),

@@ -135,8 +135,10 @@ async fn drive(
         Target::Real(b) => b.client(),
     };
     let exact = matches!(target, Target::Sandbox(_));
-    // A create lands at most about a second (real) after the decision that made it.
-    let slack = ChronoDuration::milliseconds((1500.0 * SPEED) as i64);
+    // How much later (real time) than the decision that made it a write may land, or a
+    // change reach the operator's caches: a 429 is retried by the API client after about a
+    // second, twice in a row now and then, and the machine is loaded.
+    let slack = ChronoDuration::milliseconds((3000.0 * SPEED) as i64);
     let observer = Arc::new(Mutex::new(Observer::new(
         &scenario.id,
         scenario.windows.clone(),
@@ -283,6 +285,7 @@ impl Run<'_> {
             Target::Real(_) => {
                 tasks.push(self.watch::<Node>(Kind::Node));
                 tasks.push(self.watch::<NodeMaintenance>(Kind::Nm));
+                tasks.push(self.watch::<MaintenanceWindow>(Kind::Window));
             }
         }
         let (observer, clock, leading) = (
