@@ -44,6 +44,7 @@ fn summary(what: &str, outcomes: &[Outcome], failures: &[String], started: Insta
     format!(
         "chaos on {what}: {} scenarios ({} passed, {} failed), {} steps, {} faults injected, \
          {} observed changes, {} window NodeMaintenances, {} leader terms, {} feed gaps, \
+         {} NodeMaintenances begun without a BeginMaintenance Event, \
          {:.0}s wall ({:.0}s in scenarios)",
         outcomes.len() + failures.len(),
         outcomes.len(),
@@ -54,6 +55,7 @@ fn summary(what: &str, outcomes: &[Outcome], failures: &[String], started: Insta
         sum(|o| o.window_nms),
         sum(|o| o.leader_changes as u64),
         sum(|o| o.gaps),
+        sum(|o| o.begin_events_missing),
         started.elapsed().as_secs_f64(),
         outcomes.iter().map(|o| o.seconds).sum::<f64>(),
     )

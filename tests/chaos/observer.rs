@@ -69,6 +69,8 @@ pub struct Observer {
     pub violations: Vec<String>,
     pub step: usize,
     pub counters: Counters,
+    /// The NodeMaintenances seen with a phase (the controller began them).
+    pub begun: BTreeSet<String>,
     /// Per window: its last status, and when it was seen (for the messages).
     window_status: BTreeMap<String, (Value, DateTime<Utc>)>,
     /// Per node: since when (virtual, as first observed) it is NotReady or cordoned.
@@ -116,6 +118,7 @@ impl Observer {
             counters: Counters::default(),
             unavailable_since: BTreeMap::new(),
             window_status: BTreeMap::new(),
+            begun: BTreeSet::new(),
             gaps: 0,
         }
     }
@@ -219,6 +222,9 @@ impl Observer {
                         };
                         self.created.insert(uid, at);
                         self.check_created(&seen.object, at);
+                    }
+                    if seen.object["status"]["phase"].is_string() {
+                        self.begun.insert(n.clone());
                     }
                     self.nms.insert(n, seen.object);
                 }

@@ -34,6 +34,9 @@ pub struct Outcome {
     pub window_nms: u64,
     pub leader_changes: usize,
     pub gaps: u64,
+    /// NodeMaintenances that began (had a phase) but have no BeginMaintenance Event: the
+    /// operator was killed between the status write and the Event (sandbox only).
+    pub begin_events_missing: u64,
     pub seconds: f64,
 }
 
@@ -177,9 +180,18 @@ async fn drive(
         violations.push(e.clone());
     }
     if violations.is_empty() {
-        let faults = match &run.target {
-            Target::Sandbox(s) => s.faults().injected(),
-            Target::Real(_) => 0,
+        let (faults, begin_events_missing) = match &run.target {
+            Target::Sandbox(s) => {
+                let began: std::collections::BTreeSet<String> = s
+                    .list("v1", "Event")
+                    .iter()
+                    .filter(|e| e["reason"] == "BeginMaintenance")
+                    .filter_map(|e| e["involvedObject"]["name"].as_str().map(str::to_string))
+                    .collect();
+                let missing = obs.begun.iter().filter(|n| !began.contains(*n)).count();
+                (s.faults().injected(), missing as u64)
+            }
+            Target::Real(_) => (0, 0),
         };
         return Ok(Outcome {
             steps: scenario.steps.len(),
@@ -195,6 +207,7 @@ async fn drive(
                 .filter(|l| l.ends_with(" leads"))
                 .count(),
             gaps: obs.gaps,
+            begin_events_missing,
             seconds: started.elapsed().as_secs_f64(),
         });
     }
