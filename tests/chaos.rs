@@ -43,7 +43,7 @@ fn summary(what: &str, outcomes: &[Outcome], failures: &[String], started: Insta
     let sum = |f: fn(&Outcome) -> u64| outcomes.iter().map(f).sum::<u64>();
     format!(
         "chaos on {what}: {} scenarios ({} passed, {} failed), {} steps, {} faults injected, \
-         {} observed changes, {} window NodeMaintenances, {} leader terms, {} feed gaps, \
+         {} observed changes ({} of windows), {} window NodeMaintenances, {} leader terms, {} feed gaps, \
          {} NodeMaintenances begun without a BeginMaintenance Event, \
          {:.0}s wall ({:.0}s in scenarios)",
         outcomes.len() + failures.len(),
@@ -52,6 +52,7 @@ fn summary(what: &str, outcomes: &[Outcome], failures: &[String], started: Insta
         sum(|o| o.steps as u64),
         sum(|o| o.faults),
         sum(|o| o.changes),
+        sum(|o| o.window_changes),
         sum(|o| o.window_nms),
         sum(|o| o.leader_changes as u64),
         sum(|o| o.gaps),

@@ -41,6 +41,8 @@ pub struct Seen {
 #[derive(Debug, Default)]
 pub struct Counters {
     pub changes: u64,
+    /// Changes of the scenario's MaintenanceWindows seen.
+    pub window_changes: u64,
     /// Window NodeMaintenances created.
     pub window_nms: u64,
     /// The most selected nodes under one window's NodeMaintenances at once, per window.
@@ -162,6 +164,7 @@ impl Observer {
         let n = name(&seen.object);
         match seen.kind {
             Kind::Window => {
+                self.counters.window_changes += 1;
                 self.window_status
                     .insert(n, (seen.object["status"].clone(), now));
                 return;
@@ -236,6 +239,15 @@ impl Observer {
     fn window_of(&self, nm: &Value) -> Option<&WindowPlan> {
         let w = nm["metadata"]["labels"][WINDOW_LABEL].as_str()?;
         self.windows.iter().find(|p| p.name == w)
+    }
+
+    /// Every window's last status, for the failure report.
+    pub fn window_statuses(&self) -> String {
+        self.windows
+            .iter()
+            .map(|w| format!("{}: {}", w.name, self.status_of(&w.name)))
+            .collect::<Vec<_>>()
+            .join("\n  ")
     }
 
     /// The window's last status, for a message.
