@@ -8,7 +8,11 @@
 //! own names are.
 //!
 //! Events are best effort: a failure to publish is returned for the caller to log, and never
-//! fails a reconcile.
+//! fails a reconcile. A create that fails in passing (a 5xx, a 429, a 409 other than
+//! `AlreadyExists`, a broken connection) is tried again a few times first, as client-go's
+//! recorder does: the chaos harness (`tests/chaos.rs`) lost Events to single failed writes.
+//! The retry sends the same object, so a first attempt that landed unseen answers
+//! `AlreadyExists`, which counts as published, and the Event is never doubled.
 
 use crate::api::to_time;
 use crate::clock::Clock;
@@ -17,6 +21,39 @@ use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// How many times [`EventPublisher::publish`] sends an Event before giving up.
+pub const PUBLISH_ATTEMPTS: u32 = 4;
+/// The wait before the first retry; doubled for each next one (100, 200, 400 ms).
+const PUBLISH_RETRY: Duration = Duration::from_millis(100);
+
+/// What to do with the answer to an Event create.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// It is stored (this attempt, or an earlier one whose answer was lost).
+    Published,
+    /// A failure in passing: send it again.
+    Retry,
+    /// The API said no for good (invalid, forbidden, namespace missing): give up.
+    GiveUp,
+}
+
+/// How the answer to an Event create is treated (pure, for the tests).
+pub fn publish_outcome(result: &Result<(), kube::Error>) -> PublishOutcome {
+    match result {
+        Ok(()) => PublishOutcome::Published,
+        Err(kube::Error::Api(status)) => match status.code {
+            409 if status.reason == "AlreadyExists" => PublishOutcome::Published,
+            409 | 429 => PublishOutcome::Retry,
+            code if code >= 500 => PublishOutcome::Retry,
+            _ => PublishOutcome::GiveUp,
+        },
+        // Transport failures: the connection broke or timed out.
+        Err(kube::Error::HyperError(_) | kube::Error::Service(_)) => PublishOutcome::Retry,
+        Err(_) => PublishOutcome::GiveUp,
+    }
+}
 
 /// `reportingController`, `source.component` and field manager of every nmo Event.
 pub const REPORTER: &str = crate::controller::node::FIELD_MANAGER;
@@ -70,7 +107,8 @@ impl EventPublisher {
         self
     }
 
-    /// Publish one Event about `regarding`.
+    /// Publish one Event about `regarding`, trying up to [`PUBLISH_ATTEMPTS`] times while the
+    /// failures are passing ones (see [`publish_outcome`]).
     pub async fn publish(
         &self,
         regarding: &ObjectReference,
@@ -85,7 +123,20 @@ impl EventPublisher {
             field_manager: Some(REPORTER.to_string()),
             ..PostParams::default()
         };
-        api.create(&params, &event).await.map(|_| ())
+        let mut wait = PUBLISH_RETRY;
+        let mut attempt = 1;
+        loop {
+            let result = api.create(&params, &event).await.map(|_| ());
+            match publish_outcome(&result) {
+                PublishOutcome::Published => return Ok(()),
+                PublishOutcome::Retry if attempt < PUBLISH_ATTEMPTS => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    attempt += 1;
+                }
+                PublishOutcome::Retry | PublishOutcome::GiveUp => return result,
+            }
+        }
     }
 
     /// The Event object [`EventPublisher::publish`] writes.
@@ -167,6 +218,43 @@ mod tests {
         assert_eq!(e.message.as_deref(), Some("why"));
         assert_eq!(e.source.unwrap().component.as_deref(), Some("nmo"));
         assert_eq!(e.reporting_component.as_deref(), Some("nmo"));
+    }
+
+    fn api_error(code: u16, reason: &str) -> Result<(), kube::Error> {
+        Err(kube::Error::Api(
+            kube::core::Status::failure("test", reason)
+                .with_code(code)
+                .boxed(),
+        ))
+    }
+
+    #[test]
+    fn a_passing_failure_is_retried_and_an_event_already_stored_counts_as_published() {
+        assert_eq!(publish_outcome(&Ok(())), PublishOutcome::Published);
+        assert_eq!(
+            publish_outcome(&api_error(409, "AlreadyExists")),
+            PublishOutcome::Published
+        );
+        for (code, reason) in [
+            (500, "InternalError"),
+            (503, "ServiceUnavailable"),
+            (504, "Timeout"),
+            (429, "TooManyRequests"),
+            (409, "Conflict"),
+        ] {
+            assert_eq!(
+                publish_outcome(&api_error(code, reason)),
+                PublishOutcome::Retry,
+                "{code} {reason}"
+            );
+        }
+        for (code, reason) in [(422, "Invalid"), (403, "Forbidden"), (404, "NotFound")] {
+            assert_eq!(
+                publish_outcome(&api_error(code, reason)),
+                PublishOutcome::GiveUp,
+                "{code} {reason}"
+            );
+        }
     }
 
     #[tokio::test]

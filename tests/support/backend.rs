@@ -145,6 +145,24 @@ impl Backend {
         }
     }
 
+    /// The node reboots: a new bootID, Ready.
+    pub async fn reboot_node(&self, name: &str) {
+        match &self.kind {
+            Kind::Sandbox(s) => s.reboot_node(name).expect("node rebooted"),
+            Kind::Real { simulator, .. } => simulator.reboot(name).await.expect("node rebooted"),
+        }
+    }
+
+    /// The node leaves the cluster with its pods.
+    pub async fn remove_node(&self, name: &str) {
+        match &self.kind {
+            Kind::Sandbox(s) => s.remove_node(name).expect("node removed"),
+            Kind::Real { simulator, .. } => {
+                simulator.remove_node(name).await.expect("node removed")
+            }
+        }
+    }
+
     /// A namespace, if it is not there yet.
     pub async fn namespace(&self, ns: &str) {
         let api: Api<Namespace> = Api::all(self.client.clone());
