@@ -40,7 +40,7 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use nmo::api::{MaintenancePhase, MaintenanceWindow, NodeMaintenance, RUN_NOW_ANNOTATION};
 use nmo::kubelet::{KubeletSimulator, SimulatorConfig, SimulatorHandle};
-use nmo::sandbox::{NewPod, Sandbox};
+use nmo::sandbox::Sandbox;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -270,28 +270,27 @@ impl Env {
         env
     }
 
-    /// `pods_per_node` pods on every node, Running. On the sandbox: ReplicaSet pods (2 per
-    /// node of a DaemonSet), put in its store directly; on the real control plane: pods bound
-    /// to their node, created through the API and started by the simulator (bare pods, since
-    /// the garbage collector would delete pods of owners that do not exist).
+    /// `pods_per_node` pods on every node, Running ([`pod_object`]). On the sandbox: put in
+    /// its store directly (`Sandbox::seed`, Running and Ready); on the real control plane:
+    /// created through the API and started by the kubelet simulator.
     async fn seed_pods(&self, sizes: &Sizes) {
         let started = Instant::now();
         match &self.cluster {
             Cluster::Sandbox(sandbox) => {
+                let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                for t in 0..10 {
+                    sandbox
+                        .seed(json!({"apiVersion": "v1", "kind": "Namespace",
+                            "metadata": {"name": format!("team-{t}")}}))
+                        .expect("namespace seeded");
+                }
                 for n in 0..sizes.nodes {
-                    let node = node_name(n);
                     for p in 0..sizes.pods_per_node {
-                        let pod = NewPod::new(&format!("{node}-{p}"))
-                            .namespace(&format!("team-{}", n % 10))
-                            .on_node(&node)
-                            .label("app", &format!("app-{}", p % 15))
-                            .grace_period(GRACE);
-                        let pod = if p < 2 {
-                            pod.daemon_set(&format!("agent-{p}"))
-                        } else {
-                            pod.replica_set(&format!("app-{}-{}", n % 10, p % 15))
-                        };
-                        sandbox.create_pod(pod).expect("pod created");
+                        let mut pod = pod_object(n, p);
+                        pod["status"] = json!({"phase": "Running", "startTime": now,
+                            "conditions": [{"type": "Ready", "status": "True",
+                                "lastTransitionTime": now}]});
+                        sandbox.seed(pod).expect("pod seeded");
                     }
                 }
             }
@@ -395,16 +394,24 @@ impl Env {
     }
 }
 
-async fn create_real_pod(client: Client, n: usize, p: usize) {
+/// Pod `p` of node `n`: bound to the node, in one of ten namespaces. Bare pods on both
+/// backends (the real garbage collector deletes pods whose owner does not exist); a drain
+/// evicts them as it does unmanaged pods.
+fn pod_object(n: usize, p: usize) -> Value {
     let node = node_name(n);
-    let ns = format!("team-{}", n % 10);
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": format!("{node}-{p}"), "namespace": ns,
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{node}-{p}"), "namespace": format!("team-{}", n % 10),
             "labels": {"app": format!("app-{}", p % 15)}},
         "spec": {"nodeName": node, "terminationGracePeriodSeconds": GRACE,
             "containers": [{"name": "app", "image": "registry.k8s.io/pause:3.10"}]},
-    }))
-    .expect("pod");
+    })
+}
+
+async fn create_real_pod(client: Client, n: usize, p: usize) {
+    let node = node_name(n);
+    let ns = format!("team-{}", n % 10);
+    let pod: Pod = serde_json::from_value(pod_object(n, p)).expect("pod");
     let api: Api<Pod> = Api::namespaced(client, &ns);
     // A new namespace's `default` ServiceAccount comes a moment after the namespace: until
     // then the ServiceAccount admission plugin refuses pods.
