@@ -357,6 +357,13 @@ struct Context {
     /// The last health-gate decision per window and when it was made: a blocking one is
     /// reused for [`crate::gate::RECHECK`] so Prometheus is asked at most that often.
     gate_checks: Mutex<HashMap<String, (DateTime<Utc>, GateDecision)>>,
+    /// Per window, the resourceVersion of the newest copy this process has seen from the API
+    /// server itself (its fresh GET, or the answer to its status write). A cached copy with
+    /// that resourceVersion is that very object, so the reconcile plans from the cache without
+    /// a GET; any other (the watch still behind our write, or someone else's change) is read
+    /// fresh. Without this, every Node and NodeMaintenance change cost a GET of each window
+    /// selecting the node, which spent most of the client's request budget in a large rollout.
+    latest: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -477,6 +484,7 @@ pub fn run(
         placeholders: Placeholders::default(),
         wakes: Mutex::new(HashMap::new()),
         gate_checks: Mutex::new(HashMap::new()),
+        latest: Mutex::new(HashMap::new()),
     });
 
     // kube-runtime never reconciles a window that is gone from its cache, so what is held in
@@ -652,6 +660,7 @@ fn forget_window(ctx: &Context, name: &str) {
     ctx.stats.retain_windows(|n| n != name);
     ctx.wakes().remove(name);
     lock(&ctx.gate_checks).remove(name);
+    lock(&ctx.latest).remove(name);
     ctx.placeholders.forget_window(name);
 }
 
@@ -661,6 +670,7 @@ fn forget_gone_windows(ctx: &Context, windows: &Store<MaintenanceWindow>) {
     ctx.stats.retain_windows(|n| live.contains(n));
     ctx.wakes().retain(|n, _| live.contains(n));
     lock(&ctx.gate_checks).retain(|n, _| live.contains(n));
+    lock(&ctx.latest).retain(|n, _| live.contains(n));
     ctx.placeholders.retain_windows(|n| live.contains(n));
 }
 
@@ -683,8 +693,21 @@ async fn reconcile_window(
     }
     let api: Api<MaintenanceWindow> = Api::all(ctx.client.clone());
     // Read fresh: the status holds the round, and planning from a stale copy would redo work.
-    let window = match api.get_opt(&name).await {
-        Ok(Some(window)) => window,
+    // The cached copy is used when it is the newest this process has seen from the server
+    // (see `Context::latest`).
+    let known = lock(&ctx.latest).get(&name).cloned();
+    let current = known.is_some() && known == cached.resource_version();
+    let window = match if current {
+        Ok(Some((*cached).clone()))
+    } else {
+        api.get_opt(&name).await
+    } {
+        Ok(Some(window)) => {
+            if let Some(rv) = window.resource_version() {
+                lock(&ctx.latest).insert(name.clone(), rv);
+            }
+            window
+        }
         Ok(None) => {
             forget_window(&ctx, &name);
             return Ok(Action::await_change());
@@ -1353,9 +1376,16 @@ async fn write_status(
         field_manager: Some(FIELD_MANAGER.to_string()),
         ..PatchParams::default()
     };
-    api.patch_status(&name, &params, &Patch::<()>::Json(patch))
+    let written = api
+        .patch_status(&name, &params, &Patch::<()>::Json(patch))
         .await
-        .map_err(|source| WindowError::PatchStatus { name, source })?;
+        .map_err(|source| WindowError::PatchStatus {
+            name: name.clone(),
+            source,
+        })?;
+    if let Some(rv) = written.resource_version() {
+        lock(&ctx.latest).insert(name, rv);
+    }
     ctx.stats.status_writes.fetch_add(1, Ordering::Relaxed);
     Ok(true)
 }

@@ -228,6 +228,7 @@ impl SandboxBuilder {
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             counts: Mutex::new(BTreeMap::new()),
+            agent_counts: Mutex::new(BTreeMap::new()),
             log: Mutex::new(None),
             address: local.to_string(),
             token: self.token.clone(),
@@ -699,10 +700,30 @@ impl Sandbox {
             .unwrap_or_default()
     }
 
+    /// The requests of one client, by (verb, resource): those whose User-Agent up to its
+    /// first `/` is `agent` (`nmo` for `nmo/0.1.0`; empty for a client that sends none, as
+    /// kube-rs does by default).
+    pub fn request_counts_of(&self, agent: &str) -> BTreeMap<(String, String), u64> {
+        let c = self
+            .shared
+            .agent_counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        c.iter()
+            .filter(|((a, _, _), _)| a == agent)
+            .map(|((_, verb, resource), n)| ((verb.clone(), resource.clone()), *n))
+            .collect()
+    }
+
     /// Reset the request counts.
     pub fn reset_request_counts(&self) {
         self.shared
             .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.shared
+            .agent_counts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clear();

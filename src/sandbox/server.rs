@@ -36,6 +36,9 @@ pub struct Shared {
     pub store: Mutex<Store>,
     /// Requests served, by (verb, resource).
     pub counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// scale: requests served by (User-Agent up to its first `/`, verb, resource), to tell
+    /// one client's requests from another's.
+    pub agent_counts: Mutex<BTreeMap<(String, String, String), u64>>,
     /// Every request with the instant it arrived, while recording is on
     /// ([`super::Sandbox::record_requests`]).
     pub log: Mutex<Option<Vec<RecordedRequest>>>,
@@ -54,6 +57,18 @@ impl Shared {
     /// mid-request could break more than the request itself).
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// scale: one request of `req`'s client ([`manager_from_user_agent`] of its User-Agent).
+    fn count_agent<B>(&self, req: &Request<B>, verb: &str, resource: &str) {
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|h| manager_from_user_agent(&String::from_utf8_lossy(h.as_bytes())))
+            .unwrap_or_default();
+        let mut c = self.agent_counts.lock().unwrap_or_else(|e| e.into_inner());
+        *c.entry((agent, verb.to_string(), resource.to_string()))
+            .or_default() += 1;
     }
 
     fn count(&self, verb: &str, resource: &str) {
@@ -323,6 +338,8 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<B
         return Err(ApiError::method_not_allowed());
     }
     shared.count(verb, &resource);
+    // scale: count by client too.
+    shared.count_agent(&req, verb, &resource);
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
