@@ -105,6 +105,8 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
 
     // 2. In-flight nodes.
     let abort = open.is_none() && policy.on_window_end == OnWindowEnd::Abort;
+    // In-flight nodes whose create never showed: candidates to start again (step 7).
+    let mut unobserved: BTreeMap<String, InFlight> = BTreeMap::new();
     let round = &mut state.round;
     let names: Vec<String> = round.in_flight.keys().cloned().collect();
     for name in names {
@@ -128,17 +130,14 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
                     continue;
                 }
                 (Some(_), None) if !entry.observed => {
-                    // Our create is not visible yet: ask again, or give the node back if we
-                    // may not create now or someone else took the node or the name meanwhile.
-                    if open.is_some()
-                        && !foreign.contains_key(name.as_str())
-                        && name_taken(&name).is_none()
-                    {
-                        create.push(to_create(input, &name));
-                        round.in_flight.insert(name, entry);
-                    } else {
-                        round.in_flight.remove(&name);
-                    }
+                    // Our create never showed (it failed, or the operator stopped before
+                    // sending it): the node goes back to pending, and starts again below only
+                    // if it may start now, by the same rules as any other (open window, not
+                    // suspended, budget, skips). The entry is kept aside so that a repeat keeps
+                    // its start time, and with it its nodeTimeout. Repeating the create without
+                    // those checks let a window that reopened later exceed maxUnavailable.
+                    round.in_flight.remove(&name);
+                    unobserved.insert(name, entry);
                     continue;
                 }
                 (Some(_), None) => end(&mut entry, Ending::DeletedByOthers, now),
@@ -457,23 +456,27 @@ pub fn plan(input: &PlanInput) -> RolloutPlan {
     };
     for name in started {
         let node = nodes[name];
-        round.in_flight.insert(
-            name.to_string(),
-            InFlight {
-                started: now,
-                observed: false,
-                boot_id: node.boot_id.clone(),
-                drained: None,
-                released: None,
-                ending: None,
-                ready_since: None,
-            },
-        );
         let nm = to_create(input, name);
-        events.push(event(
-            EventReason::NodeMaintenanceStarted,
-            format!("created NodeMaintenance {} for node {name}", nm.name),
-        ));
+        let entry = match unobserved.remove(name) {
+            // A create asked again: same start (and nodeTimeout), no second Event.
+            Some(entry) => entry,
+            None => {
+                events.push(event(
+                    EventReason::NodeMaintenanceStarted,
+                    format!("created NodeMaintenance {} for node {name}", nm.name),
+                ));
+                InFlight {
+                    started: now,
+                    observed: false,
+                    boot_id: node.boot_id.clone(),
+                    drained: None,
+                    released: None,
+                    ending: None,
+                    ready_since: None,
+                }
+            }
+        };
+        round.in_flight.insert(name.to_string(), entry);
         create.push(nm);
     }
 

@@ -705,6 +705,72 @@ fn a_create_still_in_the_cache_pipeline_is_neither_repeated_nor_taken_as_seen() 
     assert!(gone.events.is_empty(), "{:?}", gone.events);
 }
 
+/// Found by the chaos harness (`tests/chaos.rs`, `docs/chaos.md`): the status said `a` was in
+/// flight, but its create never landed (the API failed it, then the leader was lost), and by
+/// the time the window reopened a person had cordoned `b` and `c`. Asking again for `a` without
+/// the budget check took a third node out with `maxUnavailable` 1.
+#[test]
+fn an_unobserved_create_is_asked_again_only_while_the_budget_and_window_allow() {
+    let s = scenario().nodes([node("a"), node("b"), node("c")]);
+    let first = s.plan();
+    assert_eq!(created(&first), ["a"]);
+    // The next window (within `a`'s nodeTimeout of 2h): `a`'s object never appeared, `b` and
+    // `c` are cordoned by someone else.
+    let reopened = s
+        .after(&first)
+        .schedule(Some(window(90, 150)), None)
+        .nodes([node("a"), node("b").cordoned(), node("c").cordoned()])
+        .at(95)
+        .with(|i| i.schedule_window = Some(window(90, 150)));
+    let plan = reopened.plan();
+    assert!(plan.create.is_empty(), "budget used up: {:?}", plan.create);
+    assert!(
+        !plan.state.round.in_flight.contains_key("a"),
+        "back to pending"
+    );
+    assert!(
+        plan.state.round.failed.is_empty(),
+        "not timed out: {:?}",
+        plan.state.round
+    );
+    // Once the others are back, `a` goes again, keeping its start (and nodeTimeout) and
+    // without a second NodeMaintenanceStarted Event.
+    let free = reopened
+        .nodes([node("a"), node("b"), node("c")])
+        .at(96)
+        .with(|i| i.schedule_window = Some(window(90, 150)))
+        .plan();
+    assert_eq!(created(&free), ["a"]);
+    assert_eq!(
+        free.state.round.in_flight["a"].started, first.state.round.in_flight["a"].started,
+        "the same start, so the same nodeTimeout"
+    );
+    // Suspended, it is not asked again either.
+    let suspended = reopened
+        .nodes([node("a"), node("b"), node("c")])
+        .policy(|p| p.suspend = true)
+        .plan();
+    assert!(suspended.create.is_empty(), "{:?}", suspended.create);
+}
+
+#[test]
+fn an_unobserved_create_asked_again_keeps_its_start_and_sends_no_second_event() {
+    let s = scenario().nodes([node("a")]);
+    let first = s.plan();
+    assert_eq!(created(&first), ["a"]);
+    let again = s.after(&first).at(5).plan();
+    assert_eq!(created(&again), ["a"]);
+    assert_eq!(
+        again.state.round.in_flight["a"].started,
+        first.state.round.in_flight["a"].started
+    );
+    assert!(
+        !reasons(&again).contains(&EventReason::NodeMaintenanceStarted),
+        "{:?}",
+        again.events
+    );
+}
+
 #[test]
 fn a_node_whose_generated_name_is_taken_by_someone_else_is_skipped_with_one_warning() {
     let squatter = nm("z").foreign_named(&nm_name("w", "a"));
