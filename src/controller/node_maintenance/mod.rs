@@ -26,6 +26,7 @@ pub mod decide;
 pub mod drains;
 pub mod observe;
 pub mod status;
+pub mod stray;
 #[cfg(test)]
 mod tests;
 
@@ -593,18 +594,23 @@ pub fn run(
         wake,
         quorum_guard: tokio::sync::Mutex::new(()),
     });
+    let (stray_nodes, strays) = futures::channel::mpsc::unbounded();
+    let sweeper = stray::run(ctx.clone(), strays);
     let controller = controller
         // A node appearing (or changing) wakes the NodeMaintenances naming it; a change of a
-        // control-plane node also wakes those waiting for the control-plane quorum.
+        // control-plane node also wakes those waiting for the control-plane quorum. A node
+        // with nmo's marks that no NodeMaintenance names is checked for stray marks.
         .watches(
             Api::<Node>::all(client),
             watcher::Config::default(),
             move |node: Node| {
                 let name = node.name_any();
+                let nms = store.state();
+                if stray::looks_stray(&node, nms.iter().map(|nm| nm.as_ref())) {
+                    let _ = stray_nodes.unbounded_send(name.clone());
+                }
                 let control_plane = quorum::is_control_plane(&node);
-                store
-                    .state()
-                    .into_iter()
+                nms.into_iter()
                     .filter(|nm| {
                         nm.spec.node_name == name || (control_plane && waits_for_quorum(nm))
                     })
@@ -621,7 +627,9 @@ pub fn run(
             }
         });
     async move {
-        controller.await;
+        // The sweeper's queue is fed by the controller's node watch: it ends once the
+        // controller has ended and dropped it.
+        futures::future::join(controller, sweeper).await;
         shared.drains.stop_all().await;
         telemetry.metrics.node_maintenances.clear_source();
         telemetry.metrics.nodes_in_maintenance.clear_source();
