@@ -792,10 +792,12 @@ impl Agent {
                 if left <= Duration::zero() {
                     break;
                 }
+                // At least 10 ms: while the clock is held, a sleep computed at full speed
+                // is short, and hundreds of pending actions must not spin.
                 tokio::time::sleep(
                     clock
                         .real_duration(left)
-                        .max(std::time::Duration::from_millis(1)),
+                        .max(std::time::Duration::from_millis(10)),
                 )
                 .await;
             }
