@@ -689,6 +689,33 @@ async fn wait_for_windows_reconciled(env: &Env, nmo: &mut Nmo, windows: usize) {
     }
 }
 
+/// Wait until nmo (started after `before` was counted) has listed and opened its watches of
+/// Nodes, NodeMaintenances and MaintenanceWindows: its caches are complete, start-up is done
+/// but for the reconciles they trigger.
+async fn wait_for_watches(env: &Env, nmo: &mut Nmo, before: &BTreeMap<(String, String), u64>) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        nmo.check_alive();
+        let now = env.nmo_requests();
+        let started = |resource: &str| {
+            let key = ("watch".to_string(), resource.to_string());
+            now.get(&key).copied().unwrap_or(0) > before.get(&key).copied().unwrap_or(0)
+        };
+        if ["nodes", "nodemaintenances", "maintenancewindows"]
+            .into_iter()
+            .all(started)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "[{}] nmo opened not all its watches in 10 minutes",
+            env.name
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Wait until two seconds pass with no request from nmo (at most two minutes); how long that
 /// took.
 async fn wait_for_quiet(env: &Env) -> Duration {
@@ -776,8 +803,10 @@ async fn run(backend: Backend, sizes: Sizes, audit_log: &Path) {
     }
 
     // 1. nmo #1 with no pods.
+    let before = env.nmo_requests();
     let started = Instant::now();
     let mut first = Nmo::start(&env, "no-pods");
+    wait_for_watches(&env, &mut first, &before).await;
     wait_for_windows_reconciled(&env, &mut first, sizes.windows).await;
     let ready = started.elapsed();
     let quiet = wait_for_quiet(&env).await;
@@ -821,10 +850,12 @@ async fn run(backend: Backend, sizes: Sizes, audit_log: &Path) {
     let baseline_rate = baseline.apiserver_cpu.map(|c| c / baseline.span);
 
     // 4. nmo #2 against the full cluster.
-    let requests_before = env.nmo_total();
+    let before = env.nmo_requests();
+    let requests_before: u64 = before.values().sum();
     let api_before = env.apiserver_cpu().await;
     let started = Instant::now();
     let mut nmo = Nmo::start(&env, "full");
+    wait_for_watches(&env, &mut nmo, &before).await;
     wait_for_windows_reconciled(&env, &mut nmo, sizes.windows).await;
     let ready = started.elapsed();
     wait_for_quiet(&env).await;
