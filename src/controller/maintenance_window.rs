@@ -687,18 +687,44 @@ fn has_in_flight(window: &MaintenanceWindow, node: &str) -> bool {
 /// Requeue a failed window after [`backoff`] for its consecutive failures.
 fn error_policy(window: Arc<MaintenanceWindow>, err: &WindowError, ctx: Arc<Context>) -> Action {
     let name = window.name_any();
-    let attempts = {
+    let now = tokio::time::Instant::now();
+    let due = ctx.wakes().get(&name).copied();
+    let (attempts, delay) = {
         let mut failures = ctx.failures();
         let n = failures.entry(name.clone()).or_insert(0);
-        *n = n.saturating_add(1);
-        *n
+        let (attempts, delay) =
+            retry_delay(*n, due.map(|d| d.saturating_duration_since(now)), jitter());
+        *n = attempts;
+        (attempts, delay)
     };
-    let mut delay = backoff(attempts, BACKOFF_BASE, BACKOFF_CAP, jitter());
-    if let Some(wake) = ctx.wakes().remove(&name) {
-        delay = delay.min(wake.saturating_duration_since(tokio::time::Instant::now()));
+    if due.is_some_and(|d| d <= now) {
+        ctx.wakes().remove(&name);
     }
     tracing::warn!(window = %name, category = err.category(), attempts, ?delay, %err, "MaintenanceWindow reconcile failed; retrying");
     Action::requeue(delay)
+}
+
+/// The error retry of a window that had failed `failures` times in a row, given how long until
+/// its last plan is due to act next (`due`: its opening, its close, a node timeout; zero once
+/// that instant has passed): the new failure count and the delay.
+///
+/// The backoff never runs past the due instant, and once that instant has passed it starts over
+/// from its first delay. Otherwise failures before a close (one write in ten failing is
+/// enough) would put an `onWindowEnd: Abort` off by as long as the backoff had grown, up to
+/// [`BACKOFF_CAP`]: found by the chaos harness, where a minute of backoff is an hour of virtual
+/// time.
+fn retry_delay(failures: u32, due: Option<StdDuration>, jitter: f64) -> (u32, StdDuration) {
+    let passed = due.is_some_and(|d| d.is_zero());
+    let attempts = if passed {
+        1
+    } else {
+        failures.saturating_add(1)
+    };
+    let delay = backoff(attempts, BACKOFF_BASE, BACKOFF_CAP, jitter);
+    match due {
+        Some(due) if !passed => (attempts, delay.min(due)),
+        _ => (attempts, delay),
+    }
 }
 
 /// One reconcile of one MaintenanceWindow, in a span naming it, counted and timed in the
@@ -853,17 +879,18 @@ async fn reconcile_window(
         .requeue_at
         // A few milliseconds late rather than early, so the plan at wake-up sees the instant.
         .map(|at| ctx.clock.real_duration(at - now) + StdDuration::from_millis(2));
-    let acted = match act(&ctx, &config, &window, &policy, &plan).await {
-        Ok(acted) => acted,
-        Err(err) => {
-            // The error backoff must not postpone what the plan is due to do next.
-            if let Some(wake) = wake {
-                ctx.wakes()
-                    .insert(name.clone(), tokio::time::Instant::now() + wake);
-            }
-            return Err(err);
+    // The error backoff must not postpone what the plan is due to do next (`error_policy`),
+    // whichever later request fails.
+    match wake {
+        Some(wake) => {
+            ctx.wakes()
+                .insert(name.clone(), tokio::time::Instant::now() + wake);
         }
-    };
+        None => {
+            ctx.wakes().remove(&name);
+        }
+    }
+    let acted = act(&ctx, &config, &window, &policy, &plan).await?;
     let retry = acted.refused.then_some(RESERVATION_RETRY);
     // A blocking gate is asked again while nodes wait.
     let recheck = gate
@@ -1521,6 +1548,26 @@ mod tests {
             node: node.to_string(),
             generated: true,
         }
+    }
+
+    #[test]
+    fn the_error_backoff_stops_at_the_due_instant_and_starts_over_after_it() {
+        let s = StdDuration::from_secs;
+        // Failures pile up: 1, 2, 4, 8 s (no jitter: the lower half of each delay).
+        let mut failures = 0;
+        let mut delays = Vec::new();
+        for _ in 0..4 {
+            let (n, d) = retry_delay(failures, None, 1.0);
+            failures = n;
+            delays.push(d);
+        }
+        assert_eq!(delays, [s(1), s(2), s(4), s(8)]);
+        // The close is 3 s away: the next retry is at the close, not 16 s later.
+        assert_eq!(retry_delay(failures, Some(s(3)), 1.0), (5, s(3)));
+        // At the close the retry fails again: it starts over at the first delay.
+        assert_eq!(retry_delay(5, Some(StdDuration::ZERO), 1.0), (1, s(1)));
+        // The cap still holds far from any due instant.
+        assert_eq!(retry_delay(30, Some(s(86_400)), 1.0).1, BACKOFF_CAP);
     }
 
     fn maintenance(uid: &str, terminating: bool) -> NodeMaintenance {
