@@ -3,7 +3,9 @@
 //! (bit flips, byte changes, insertions, deletions, splices of two seeds, dictionary words).
 //! The long runs use cargo-fuzz and libFuzzer (nightly); see docs/fuzzing.md.
 //!
-//! `NMO_FUZZ_CASES` sets the mutations per target (default 300); `NMO_FUZZ_SEED` the seed.
+//! `NMO_FUZZ_CASES` sets the mutations per target (default 300); `NMO_FUZZ_SECS`, when set,
+//! runs each target for that many seconds instead (a blind run, without libFuzzer's coverage
+//! feedback); `NMO_FUZZ_SEED` sets the seed.
 
 #[path = "../fuzz/src/targets/mod.rs"]
 #[allow(dead_code)]
@@ -152,8 +154,14 @@ fn run(target: &str) {
             slowest = (started.elapsed(), input.clone());
         }
     }
+    let until = std::env::var("NMO_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(|secs| std::time::Instant::now() + std::time::Duration::from_secs(secs));
     let mut rng = Rng(seed | 1);
-    for _ in 0..cases {
+    let mut executed = 0usize;
+    while until.map_or(executed < cases, |t| std::time::Instant::now() < t) {
+        executed += 1;
         let input = mutate(&mut rng, &corpus);
         // A failing input is printed before the panic's message, to reproduce it with
         // `cargo +nightly fuzz run <target> <file>` once written to a file.
@@ -168,7 +176,7 @@ fn run(target: &str) {
         }
     }
     println!(
-        "{target}: {} seeds and {cases} mutations, no failure; slowest input {:?}: {:?}",
+        "{target}: {} seeds and {executed} mutations, no failure; slowest input {:?}: {:?}",
         corpus.len(),
         slowest.0,
         String::from_utf8_lossy(&slowest.1)

@@ -142,7 +142,10 @@ fn split_top_level(s: &str) -> Vec<&str> {
     parts
 }
 
-fn parse_set(rest: &str, whole: &str) -> Result<BTreeSet<String>, SelectorError> {
+/// The `(a,b)` of `in` and `notin`: each value is checked as an `=` value is (so a stray
+/// parenthesis or a control character is refused, not read as part of a value), and the set
+/// must not be empty, as kube-apiserver answers.
+fn parse_set(key: &str, rest: &str, whole: &str) -> Result<BTreeSet<String>, SelectorError> {
     let rest = rest.trim();
     let inner = rest
         .strip_prefix('(')
@@ -152,11 +155,18 @@ fn parse_set(rest: &str, whole: &str) -> Result<BTreeSet<String>, SelectorError>
                 "unable to parse requirement: found '{whole}', expected: '('"
             ))
         })?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+    let mut values = BTreeSet::new();
+    for (index, v) in inner.split(',').map(str::trim).enumerate() {
+        if !v.is_empty() {
+            values.insert(valid_value(key, index, v)?);
+        }
+    }
+    if values.is_empty() {
+        return Err(SelectorError(format!(
+            "unable to parse requirement: values: Invalid value: []string{{}}: for 'in', 'notin' operators, values set can't be empty (in '{whole}')"
+        )));
+    }
+    Ok(values)
 }
 
 fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
@@ -178,10 +188,10 @@ fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
         let key = valid_key(words[0])?;
         let rest = words[1].trim_start();
         if let Some(r) = rest.strip_prefix("notin") {
-            return Ok(Requirement::NotIn(key, parse_set(r, part)?));
+            return Ok(Requirement::NotIn(key.clone(), parse_set(&key, r, part)?));
         }
         if let Some(r) = rest.strip_prefix("in") {
-            return Ok(Requirement::In(key, parse_set(r, part)?));
+            return Ok(Requirement::In(key.clone(), parse_set(&key, r, part)?));
         }
         let found = rest.split_whitespace().next().unwrap_or_default();
         return Err(SelectorError(format!(
@@ -420,6 +430,32 @@ mod tests {
             let s = LabelSelector::parse(sel).unwrap();
             assert_eq!(s.matches_object(&labels(l.clone())), want, "{sel} on {l}");
         }
+    }
+
+    /// Regression (fuzzing, docs/fuzzing.md): set values were not checked, so an unclosed
+    /// nested parenthesis or control characters were read as values, and a selector that
+    /// parsed stopped parsing when joined with itself.
+    #[test]
+    fn set_values_are_checked_as_equality_values_are() {
+        let found = "a==,\t\ta in (\t\t\u{10}\0\0\t\u{10}\u{4}\u{fffd}x\u{fffd}\u{1},\u{fffd}()";
+        let err = LabelSelector::parse(found).unwrap_err().0;
+        assert!(err.contains("values[0][a]: Invalid value"), "{err}");
+        for bad in [
+            "a in (x,(y)",
+            "a in (x y)",
+            "a notin (x,y))",
+            "a in (\u{1})",
+        ] {
+            let err = LabelSelector::parse(bad).unwrap_err().0;
+            assert!(err.contains("Invalid value"), "{bad}: {err}");
+        }
+        for empty in ["a in ()", "a notin ( , )"] {
+            let err = LabelSelector::parse(empty).unwrap_err().0;
+            assert!(err.contains("values set can't be empty"), "{empty}: {err}");
+        }
+        let s = LabelSelector::parse("a in ( x , y-1 ),b notin (z)").unwrap();
+        assert!(s.matches_object(&labels(json!({"a": "y-1"}))));
+        assert!(!s.matches_object(&labels(json!({"a": "y-1", "b": "z"}))));
     }
 
     #[test]

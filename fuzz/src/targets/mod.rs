@@ -19,8 +19,11 @@ pub use sandbox_http::sandbox_http;
 pub use schedule::{cron, duration, manifest};
 pub use selectors::selectors;
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target by name: the name is also its directory under `fuzz/corpus/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("cron", cron),
     ("duration", duration),
     ("manifest", manifest),

@@ -213,7 +213,17 @@ fn request(input: &mut Input, last: bool) -> Request {
     let method = *input.choose(METHODS);
     let mut path = match input.byte() {
         0..=239 => input.choose(PATHS).to_string(),
-        _ => format!("/{}", input.string()),
+        // Any path, percent-encoded but for its slashes (a raw one could end the request
+        // line and smuggle a second request onto the connection).
+        _ => format!(
+            "/{}",
+            input
+                .string()
+                .split('/')
+                .map(encode)
+                .collect::<Vec<_>>()
+                .join("/")
+        ),
     };
     if path.contains("{ns}") {
         path = path.replace(

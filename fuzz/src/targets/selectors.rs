@@ -82,7 +82,7 @@ pub fn selectors(data: &[u8]) {
         let operator = operator(&mut input);
         let values: Vec<String> = (0..input.below(3)).map(|_| value(&mut input)).collect();
         let mut e = json!({"key": key, "operator": operator});
-        if input.byte() % 4 != 0 {
+        if !input.byte().is_multiple_of(4) {
             e["values"] = json!(values);
         }
         expressions.push(e);
