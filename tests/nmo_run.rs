@@ -539,6 +539,15 @@ async fn sigterm_during_a_drain_exits_0_releases_the_lease_and_a_restart_finishe
     );
     c.wait_phase("nm-1", MaintenancePhase::Succeeded, T).await;
     assert!(c.pods_on("worker-1").await.is_empty());
+    // The SucceedMaintenance Event follows the status that shows Succeeded: wait for it.
+    let deadline = Instant::now() + T;
+    while c.events("nm-1", "SucceedMaintenance").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no SucceedMaintenance Event for nm-1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(c.events("nm-1", "BeginMaintenance").await, 1);
     assert_eq!(c.events("nm-1", "SucceedMaintenance").await, 1);
     let (status, _) = second.terminate().await;

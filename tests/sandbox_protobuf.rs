@@ -319,7 +319,7 @@ async fn kubectl_create_sends_protobuf_and_the_objects_read_back_whole() {
     let (_, log) = k
         .ok(&["delete", "namespace", "team-a", "--wait=false", "-v=8"])
         .await;
-    assert!(!log.contains("415"), "{log}");
+    assert!(!log.contains("Response Status: 415"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

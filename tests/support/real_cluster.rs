@@ -85,38 +85,52 @@ impl RealCluster {
             missing.join(", "),
             bin.display()
         );
-        let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let log_path = dir.path().join("run.log");
-        let log = File::create(&log_path).expect("log file");
-        let mut run = RunProcess(
-            Command::new("bash")
-                .arg(repo.join("tests/control-plane/run"))
-                .arg(&kubeconfig)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log)
-                // Its own process group, so that drop can stop every component at once.
-                .process_group(0)
-                .spawn()
-                .expect("spawn tests/control-plane/run"),
-        );
+        // `run` picks free ports and then binds them; another test starting a control plane at
+        // the same moment can take one in between ("address already in use"): start again.
+        let mut attempt = 0;
         let started = Instant::now();
-        // `run` writes the kubeconfig, atomically, once /readyz has answered.
-        while !kubeconfig.exists() {
-            if let Ok(Some(status)) = run.0.try_wait() {
-                panic!(
-                    "tests/control-plane/run exited with {status} before it was ready:\n{}",
+        let (dir, kubeconfig, run) = loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().expect("temp dir");
+            let kubeconfig = dir.path().join("kubeconfig");
+            let log_path = dir.path().join("run.log");
+            let log = File::create(&log_path).expect("log file");
+            let mut run = RunProcess(
+                Command::new("bash")
+                    .arg(repo.join("tests/control-plane/run"))
+                    .arg(&kubeconfig)
+                    .stdin(Stdio::null())
+                    .stdout(log.try_clone().expect("log file"))
+                    .stderr(log)
+                    // Its own process group, so that drop can stop every component at once.
+                    .process_group(0)
+                    .spawn()
+                    .expect("spawn tests/control-plane/run"),
+            );
+            let mut port_taken = false;
+            // `run` writes the kubeconfig, atomically, once /readyz has answered.
+            while !kubeconfig.exists() {
+                if let Ok(Some(status)) = run.0.try_wait() {
+                    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if attempt < 3 && log.contains("address already in use") {
+                        port_taken = true;
+                        break;
+                    }
+                    panic!(
+                        "tests/control-plane/run exited with {status} before it was ready:\n{log}"
+                    );
+                }
+                assert!(
+                    started.elapsed() < START_TIMEOUT,
+                    "the control plane was not ready within {START_TIMEOUT:?}:\n{}",
                     std::fs::read_to_string(&log_path).unwrap_or_default()
                 );
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert!(
-                started.elapsed() < START_TIMEOUT,
-                "the control plane was not ready within {START_TIMEOUT:?}:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            if !port_taken {
+                break (dir, kubeconfig, run);
+            }
+        };
         let config = Kubeconfig::read_from(&kubeconfig).expect("read kubeconfig");
         let mut config =
             kube::Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
