@@ -121,6 +121,21 @@ impl WindowError {
             WindowError::NameTaken { .. } => "NameTaken",
         }
     }
+
+    /// A failure in passing (a 5xx, a 429, a conflict, the connection): worth another try
+    /// soon. A name taken by someone else's NodeMaintenance, or a refusal (403, 422), lasts.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            WindowError::GetWindow { source, .. }
+            | WindowError::CreateMaintenance { source, .. }
+            | WindowError::DeleteMaintenance { source, .. }
+            | WindowError::PatchStatus { source, .. } => {
+                super::transient_error(source)
+                    || matches!(source, kube::Error::Api(s) if s.code == 409)
+            }
+            WindowError::NameTaken { .. } => false,
+        }
+    }
 }
 
 /// Settings of the MaintenanceWindow controller.
@@ -689,38 +704,62 @@ fn error_policy(window: Arc<MaintenanceWindow>, err: &WindowError, ctx: Arc<Cont
     let name = window.name_any();
     let now = tokio::time::Instant::now();
     let due = ctx.wakes().get(&name).copied();
+    let transient = err.is_transient();
     let (attempts, delay) = {
         let mut failures = ctx.failures();
         let n = failures.entry(name.clone()).or_insert(0);
-        let (attempts, delay) =
-            retry_delay(*n, due.map(|d| d.saturating_duration_since(now)), jitter());
+        let (attempts, delay) = retry_delay(
+            *n,
+            due.map(|d| d.saturating_duration_since(now)),
+            transient,
+            jitter(),
+        );
         *n = attempts;
         (attempts, delay)
     };
-    if due.is_some_and(|d| d <= now) {
+    if !transient && due.is_some_and(|d| d <= now) {
         ctx.wakes().remove(&name);
     }
     tracing::warn!(window = %name, category = err.category(), attempts, ?delay, %err, "MaintenanceWindow reconcile failed; retrying");
     Action::requeue(delay)
 }
 
+/// How many times in a row a transient failure of a window whose plan is due is retried after
+/// the first backoff step before the backoff grows again.
+const QUICK_RETRIES: u32 = 10;
+
 /// The error retry of a window that had failed `failures` times in a row, given how long until
-/// its last plan is due to act next (`due`: its opening, its close, a node timeout; zero once
-/// that instant has passed): the new failure count and the delay.
+/// its last plan is due to act next (`due`: its opening, its close, a node timeout, or now
+/// when it had NodeMaintenances to create or delete; zero once that instant has passed) and
+/// whether the failure is `transient` (see [`WindowError::is_transient`]): the new failure
+/// count and the delay.
 ///
-/// The backoff never runs past the due instant, and once that instant has passed it starts over
-/// from its first delay. Otherwise failures before a close (one write in ten failing is
-/// enough) would put an `onWindowEnd: Abort` off by as long as the backoff had grown, up to
-/// [`BACKOFF_CAP`]: found by the chaos harness, where a minute of backoff is an hour of virtual
-/// time.
-fn retry_delay(failures: u32, due: Option<StdDuration>, jitter: f64) -> (u32, StdDuration) {
+/// The backoff never runs past the due instant. Once that instant has passed, a transient
+/// failure is retried after the first step ([`BACKOFF_BASE`], jittered) up to
+/// [`QUICK_RETRIES`] times in a row, and a lasting one starts the backoff over from its first
+/// step. Otherwise failures before a close (one write in ten failing is enough) would put an
+/// `onWindowEnd: Abort` off by as long as the backoff had grown, up to [`BACKOFF_CAP`]; and a
+/// replica that just took the lead, whose first writes failed, would wait seconds to delete
+/// what a window that closed meanwhile left in flight. Found by the chaos harness, where a
+/// second of backoff is a minute of virtual time.
+fn retry_delay(
+    failures: u32,
+    due: Option<StdDuration>,
+    transient: bool,
+    jitter: f64,
+) -> (u32, StdDuration) {
     let passed = due.is_some_and(|d| d.is_zero());
-    let attempts = if passed {
+    let attempts = if passed && !transient {
         1
     } else {
         failures.saturating_add(1)
     };
-    let delay = backoff(attempts, BACKOFF_BASE, BACKOFF_CAP, jitter);
+    let step = if passed && transient {
+        attempts.saturating_sub(QUICK_RETRIES - 1).max(1)
+    } else {
+        attempts
+    };
+    let delay = backoff(step, BACKOFF_BASE, BACKOFF_CAP, jitter);
     match due {
         Some(due) if !passed => (attempts, delay.min(due)),
         _ => (attempts, delay),
@@ -863,6 +902,27 @@ async fn reconcile_window(
         }
         None => None,
     };
+    // The error backoff must not postpone what the plan is due to do next (`error_policy`),
+    // whichever later request fails: recorded before the first write. A plan with creates or
+    // deletes to make is due now.
+    let wake = plan
+        .requeue_at
+        // A few milliseconds late rather than early, so the plan at wake-up sees the instant.
+        .map(|at| ctx.clock.real_duration(at - now) + StdDuration::from_millis(2));
+    let acts_now = !plan.create.is_empty() || !plan.delete.is_empty();
+    match (acts_now, wake) {
+        (true, _) => {
+            ctx.wakes()
+                .insert(name.clone(), tokio::time::Instant::now());
+        }
+        (false, Some(wake)) => {
+            ctx.wakes()
+                .insert(name.clone(), tokio::time::Instant::now() + wake);
+        }
+        (false, None) => {
+            ctx.wakes().remove(&name);
+        }
+    }
     let mut status = status_from_plan(&window, &policy, &old_status, &plan, now);
     apply_gate_status(
         &mut status,
@@ -874,21 +934,6 @@ async fn reconcile_window(
     write_status(&ctx, &window, &old_status, status).await?;
     for event in &plan.events {
         publish_event(&ctx, &window, event).await;
-    }
-    let wake = plan
-        .requeue_at
-        // A few milliseconds late rather than early, so the plan at wake-up sees the instant.
-        .map(|at| ctx.clock.real_duration(at - now) + StdDuration::from_millis(2));
-    // The error backoff must not postpone what the plan is due to do next (`error_policy`),
-    // whichever later request fails.
-    match wake {
-        Some(wake) => {
-            ctx.wakes()
-                .insert(name.clone(), tokio::time::Instant::now() + wake);
-        }
-        None => {
-            ctx.wakes().remove(&name);
-        }
     }
     let acted = act(&ctx, &config, &window, &policy, &plan).await?;
     let retry = acted.refused.then_some(RESERVATION_RETRY);
@@ -1553,21 +1598,75 @@ mod tests {
     #[test]
     fn the_error_backoff_stops_at_the_due_instant_and_starts_over_after_it() {
         let s = StdDuration::from_secs;
-        // Failures pile up: 1, 2, 4, 8 s (no jitter: the lower half of each delay).
+        for transient in [false, true] {
+            // Failures pile up: 1, 2, 4, 8 s (no jitter: the lower half of each delay).
+            let mut failures = 0;
+            let mut delays = Vec::new();
+            for _ in 0..4 {
+                let (n, d) = retry_delay(failures, None, transient, 1.0);
+                failures = n;
+                delays.push(d);
+            }
+            assert_eq!(delays, [s(1), s(2), s(4), s(8)]);
+            // The close is 3 s away: the next retry is at the close, not 16 s later.
+            assert_eq!(retry_delay(failures, Some(s(3)), transient, 1.0), (5, s(3)));
+            // The cap still holds far from any due instant.
+            assert_eq!(
+                retry_delay(30, Some(s(86_400)), transient, 1.0).1,
+                BACKOFF_CAP
+            );
+        }
+        // At the close a lasting failure starts over at the first delay.
+        assert_eq!(
+            retry_delay(5, Some(StdDuration::ZERO), false, 1.0),
+            (1, s(1))
+        );
+    }
+
+    #[test]
+    fn a_due_plan_failing_in_passing_is_retried_at_the_first_step_then_backs_off() {
+        let s = StdDuration::from_secs;
+        let due = Some(StdDuration::ZERO);
         let mut failures = 0;
         let mut delays = Vec::new();
-        for _ in 0..4 {
-            let (n, d) = retry_delay(failures, None, 1.0);
+        for _ in 0..QUICK_RETRIES + 3 {
+            let (n, d) = retry_delay(failures, due, true, 1.0);
+            assert_eq!(n, failures + 1, "the failures are counted");
             failures = n;
             delays.push(d);
         }
-        assert_eq!(delays, [s(1), s(2), s(4), s(8)]);
-        // The close is 3 s away: the next retry is at the close, not 16 s later.
-        assert_eq!(retry_delay(failures, Some(s(3)), 1.0), (5, s(3)));
-        // At the close the retry fails again: it starts over at the first delay.
-        assert_eq!(retry_delay(5, Some(StdDuration::ZERO), 1.0), (1, s(1)));
-        // The cap still holds far from any due instant.
-        assert_eq!(retry_delay(30, Some(s(86_400)), 1.0).1, BACKOFF_CAP);
+        let quick = QUICK_RETRIES as usize;
+        assert!(delays[..quick].iter().all(|d| *d == s(1)), "{delays:?}");
+        assert_eq!(delays[quick..], [s(2), s(4), s(8)]);
+        // A window that failed long before its action fell due still retries at once.
+        assert_eq!(retry_delay(40, due, true, 1.0).1, BACKOFF_CAP);
+        assert_eq!(
+            retry_delay(3, due, true, 0.0),
+            (4, StdDuration::from_millis(500))
+        );
+    }
+
+    #[test]
+    fn failures_in_passing_are_transient_and_refusals_are_not() {
+        let api = |code: u16| WindowError::PatchStatus {
+            name: "w".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("x", "y")
+                    .with_code(code)
+                    .boxed(),
+            ),
+        };
+        for code in [409, 429, 500, 503, 504] {
+            assert!(api(code).is_transient(), "{code}");
+        }
+        for code in [400, 403, 404, 422] {
+            assert!(!api(code).is_transient(), "{code}");
+        }
+        let taken = WindowError::NameTaken {
+            name: "n".into(),
+            node: "a".into(),
+        };
+        assert!(!taken.is_transient());
     }
 
     fn maintenance(uid: &str, terminating: bool) -> NodeMaintenance {

@@ -111,6 +111,15 @@ impl Clients {
     }
 }
 
+/// A failure in passing, worth another try soon: a 5xx, a 429, or no answer at all (the
+/// connection, a timeout). A 4xx other than 429 is the API server's considered answer.
+pub(crate) fn transient_error(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        _ => true,
+    }
+}
+
 /// `config` with the User-Agent `nmo/<version>` (kube sends none of its own). The API server
 /// names the field manager of a write that gives none after the User-Agent up to its first
 /// `/`: kube-runtime's `finalizer()` patches without one, and is then recorded as `nmo`, the

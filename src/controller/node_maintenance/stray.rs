@@ -69,20 +69,11 @@ pub async fn sweep(ctx: &Context, node_name: &str) -> Result<Swept, kube::Error>
             // A conflict: something changed the node or the lease in between. Look again.
             Ok(None) if attempt < ATTEMPTS => continue,
             Ok(None) => return Ok(Swept::Owned),
-            Err(err) if attempt < ATTEMPTS && transient(&err) => {
+            Err(err) if attempt < ATTEMPTS && crate::controller::transient_error(&err) => {
                 tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
             }
             Err(err) => return Err(err),
         }
-    }
-}
-
-/// A failure worth another try at once (the sweep is otherwise retried on the node's next
-/// change or the next start).
-fn transient(err: &kube::Error) -> bool {
-    match err {
-        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
-        _ => true,
     }
 }
 
