@@ -1422,3 +1422,48 @@ async fn throttled_writes_of_one_window_do_not_stall_another() {
     env.round_completed("throttled", 1).await;
     assert_eq!(env.created_nodes(), ["worker-02", "worker-01"]);
 }
+
+/// Found by the chaos harness under overload: a create decided inside a window, refused with
+/// a 429, was sent again by the API client's retry after the window had closed, and started a
+/// node outside any window. A create still pending at the close is now dropped, retry and all;
+/// the node waits for the next window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_throttled_past_the_close_is_not_sent_after_it() {
+    let env = Env::new(at(1, 59), 1).await;
+    // The first create is throttled for 1 s (10 virtual minutes): longer than the window.
+    let throttle = env
+        .sandbox
+        .faults()
+        .add(
+            FaultRule::new(Fault::TooManyRequests {
+                retry_after_secs: 1,
+            })
+            .verbs(&["create"])
+            .resources(&["nodemaintenances"])
+            .limit(1),
+        )
+        .unwrap();
+    env.apply_window(&window_yaml(
+        "short",
+        "  schedule: \"0 * * * *\"\n  duration: 2m\n  release: {after: 1m}\n",
+    ))
+    .await;
+    let name = nm_name("short", "worker-01");
+    // A later window creates it (the first one, or several, may pass on a loaded machine).
+    env.wait(&format!("{name} created"), 60, || async {
+        (!env.log.lock().unwrap().created.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(env.sandbox.faults().hits(throttle), 1, "the 429 was met");
+    let log = env.log.lock().unwrap();
+    assert_eq!(log.created.len(), 1, "{:?}", log.created);
+    let (created, _, node) = &log.created[0];
+    assert_eq!(node, "worker-01");
+    // Inside some hour's [hh:00, hh:02) window, and not the one the 429 fell in: the retry
+    // the API client had scheduled 10 virtual minutes on was never sent.
+    use chrono::Timelike;
+    assert!(
+        created.minute() < 2,
+        "created at {created}, outside every window"
+    );
+}

@@ -1271,7 +1271,14 @@ async fn act(
             continue;
         }
         let nm = generated_maintenance(window, &wanted.name, &wanted.node, wanted.reason.clone());
-        match api.create(&params, &nm).await {
+        let closes = plan.current_window.as_ref().map(|w| w.end);
+        let Some(created) = before_close(&*ctx.clock, closes, api.create(&params, &nm)).await
+        else {
+            ctx.placeholders.forget(&wanted.name);
+            tracing::warn!(window = %window_name, nm = %wanted.name, node = %wanted.node, "the window closed before the NodeMaintenance was created; not creating it");
+            continue;
+        };
+        match created {
             Ok(_) => {
                 ctx.stats.created.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(window = %window_name, nm = %wanted.name, node = %wanted.node, "created NodeMaintenance");
@@ -1320,6 +1327,32 @@ async fn act(
                 tracing::warn!(window = %window_name, category = err.category(), %err, "MaintenanceWindow write failed");
             }
             Err(first)
+        }
+    }
+}
+
+/// `request`'s outcome if it completes before the window closes at `closes` (virtual time),
+/// `None` if the window closed first (the request is then dropped, and with it a retry the
+/// API client had scheduled, such as after a 429). A create decided inside a window but still
+/// retrying after its close would start a node outside the window. The deadline follows the
+/// clock, so a virtual clock that slows down does not cut a request short.
+async fn before_close<F: std::future::Future>(
+    clock: &dyn Clock,
+    closes: Option<DateTime<Utc>>,
+    request: F,
+) -> Option<F::Output> {
+    let Some(closes) = closes else {
+        return Some(request.await);
+    };
+    let mut request = std::pin::pin!(request);
+    loop {
+        let left = closes - clock.now();
+        if left <= chrono::Duration::zero() {
+            return None;
+        }
+        let wait = clock.real_duration(left) + StdDuration::from_millis(1);
+        if let Ok(out) = tokio::time::timeout(wait, &mut request).await {
+            return Some(out);
         }
     }
 }
@@ -1644,6 +1677,37 @@ mod tests {
             retry_delay(3, due, true, 0.0),
             (4, StdDuration::from_millis(500))
         );
+    }
+
+    #[tokio::test]
+    async fn a_create_still_pending_at_the_close_is_dropped_and_none_is_sent_after_it() {
+        use crate::clock::VirtualClock;
+        let clock = VirtualClock::new(t(0), 600.0);
+        // Done before the close (1 virtual minute = 0.1 s away): its outcome.
+        assert_eq!(before_close(&clock, Some(t(1)), async { 7 }).await, Some(7));
+        // No window end (never the case for a create; kept total): waits as long as it takes.
+        assert_eq!(before_close(&clock, None, async { 8 }).await, Some(8));
+        // Still pending at the close: dropped.
+        let slow = tokio::time::sleep(StdDuration::from_secs(30));
+        let close = clock.now() + Duration::minutes(1);
+        assert_eq!(before_close(&clock, Some(close), slow).await, None);
+        assert!(
+            clock.now() >= close,
+            "not before the close: {}",
+            clock.now()
+        );
+        // The close has passed: the request is not even started.
+        let never = async { panic!("a request after the close was sent") };
+        let _: Option<()> = before_close(&clock, Some(clock.now()), never).await;
+        // A clock that slows down does not cut the request short: paused, the close never
+        // comes, and the request's outcome arrives.
+        clock.set_pace(0.0);
+        let close = clock.now() + Duration::seconds(1);
+        let later = async {
+            tokio::time::sleep(StdDuration::from_millis(300)).await;
+            9
+        };
+        assert_eq!(before_close(&clock, Some(close), later).await, Some(9));
     }
 
     #[test]
