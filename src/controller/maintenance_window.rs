@@ -1,8 +1,10 @@
 //! The MaintenanceWindow reconciler: kube-runtime glue around the pure rolling planner.
 //!
 //! Each reconcile is `observe -> decide -> report -> act`:
-//! - observe: the window (read fresh), every Node (a reflector cache trimmed to what the
-//!   planner needs) and every NodeMaintenance (a reflector cache), and `now` from the [`Clock`];
+//! - observe: the window (read fresh), the Nodes it selects, the control-plane Nodes and its
+//!   in-flight Nodes (a reflector cache trimmed to what the planner needs, looked up through
+//!   the per-window [`window_index`]) and every NodeMaintenance (a reflector cache), and `now`
+//!   from the [`Clock`];
 //! - decide: [`WindowPolicy::from_spec_with_node_timeout`] (the configured default node
 //!   timeout for windows that set none) then [`rollout::plan`], both pure;
 //! - report: the status, written only when it changed (no churn) and guarded by the
@@ -26,8 +28,8 @@
 //!
 //! It requeues exactly at the next instant something time-based happens (the planner's
 //! `requeue_at`: a window opening or closing, `release.after`, `minReadySeconds`,
-//! `nodeTimeout`) and otherwise waits for a change of a window, a Node or a NodeMaintenance.
-//! It never polls.
+//! `nodeTimeout`) and otherwise waits for a change of a window, a Node or a NodeMaintenance
+//! that can change its plan or status ([`window_index`] decides which). It never polls.
 
 use crate::api::conditions::{self, ConditionStatus, ConditionType};
 use crate::api::maintenance_window::{MaintenanceWindowStatus, WindowSpan};
