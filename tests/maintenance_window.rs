@@ -871,16 +871,18 @@ async fn reconciling_with_nothing_changed_writes_nothing() {
         .maintenance_window
         .clone();
     let reconciles = || stats.reconciles.load(std::sync::atomic::Ordering::Relaxed);
-    // Poke the window through a node it selects, without changing anything it reads, and wait
-    // for the reconcile that the poke causes to start. kube-runtime never runs two reconciles
-    // of one object at once, so when it starts, every earlier reconcile has finished.
+    // Poke the window with an annotation of its own, which changes nothing its plan reads, and
+    // wait for the reconcile that the poke causes to start. kube-runtime never runs two
+    // reconciles of one object at once, so when it starts, every earlier reconcile has
+    // finished. (A change of a Node it selects no longer wakes a closed window with nothing in
+    // flight: only nodes joining or leaving its selection can change its status.)
     let poke = |i: usize| {
-        let (nodes, env) = (env.nodes(), &env);
+        let (windows, env) = (env.windows(), &env);
         async move {
             let before = reconciles();
             let patch = serde_json::json!({"metadata": {"annotations": {"poke": i.to_string()}}});
-            nodes
-                .patch("worker-01", &PatchParams::default(), &Patch::Merge(&patch))
+            windows
+                .patch("quiet", &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .unwrap();
             env.wait("the poke to wake the window", 10, || async {

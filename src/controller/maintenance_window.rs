@@ -1,8 +1,10 @@
 //! The MaintenanceWindow reconciler: kube-runtime glue around the pure rolling planner.
 //!
 //! Each reconcile is `observe -> decide -> report -> act`:
-//! - observe: the window (read fresh), every Node (a reflector cache trimmed to what the
-//!   planner needs) and every NodeMaintenance (a reflector cache), and `now` from the [`Clock`];
+//! - observe: the window (read fresh), the Nodes it selects, the control-plane Nodes and its
+//!   in-flight Nodes (a reflector cache trimmed to what the planner needs, looked up through
+//!   the per-window [`window_index`]) and every NodeMaintenance (a reflector cache), and `now`
+//!   from the [`Clock`];
 //! - decide: [`WindowPolicy::from_spec_with_node_timeout`] (the configured default node
 //!   timeout for windows that set none) then [`rollout::plan`], both pure;
 //! - report: the status, written only when it changed (no churn) and guarded by the
@@ -26,8 +28,8 @@
 //!
 //! It requeues exactly at the next instant something time-based happens (the planner's
 //! `requeue_at`: a window opening or closing, `release.after`, `minReadySeconds`,
-//! `nodeTimeout`) and otherwise waits for a change of a window, a Node or a NodeMaintenance.
-//! It never polls.
+//! `nodeTimeout`) and otherwise waits for a change of a window, a Node or a NodeMaintenance
+//! that can change its plan or status ([`window_index`] decides which). It never polls.
 
 use crate::api::conditions::{self, ConditionStatus, ConditionType};
 use crate::api::maintenance_window::{MaintenanceWindowStatus, WindowSpan};
@@ -41,6 +43,7 @@ use crate::controller::backoff::{backoff, jitter};
 use crate::controller::events::{EventPublisher, EventType};
 use crate::controller::node::FIELD_MANAGER;
 use crate::controller::quorum::is_control_plane;
+use crate::controller::window_index::{self, WindowIndex};
 use crate::gate::{GateBackend, GateDecision, GateMemory};
 use crate::rollout::{
     self, EventReason, MaintenanceView, NodeView, PlanInput, RolloutEvent, RolloutPlan,
@@ -379,6 +382,8 @@ struct Context {
     /// fresh. Without this, every Node and NodeMaintenance change cost a GET of each window
     /// selecting the node, which spent most of the client's request budget in a large rollout.
     latest: Mutex<HashMap<String, String>>,
+    /// Each window's selected nodes, kept up to date from Node events (see [`window_index`]).
+    index: Arc<Mutex<WindowIndex>>,
 }
 
 impl Context {
@@ -473,8 +478,8 @@ pub fn run(
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
             .default_backoff()
             .modify(trim_node),
-    )
-    .touched_objects();
+    );
+    let index = Arc::new(Mutex::new(WindowIndex::default()));
     let nm_changes = reflector(
         nm_writer,
         watcher(
@@ -499,6 +504,7 @@ pub fn run(
         wakes: Mutex::new(HashMap::new()),
         gate_checks: Mutex::new(HashMap::new()),
         latest: Mutex::new(HashMap::new()),
+        index: index.clone(),
     });
 
     // kube-runtime never reconciles a window that is gone from its cache, so what is held in
@@ -536,14 +542,14 @@ pub fn run(
         .metrics
         .windows_open
         .set_source(move || windows_open_samples(&open));
-    let for_nodes = windows.clone();
+    let for_nodes = (windows.clone(), ctx.nodes.clone());
     let node_triggers = node_changes
-        .filter_map(move |node| {
-            let windows = for_nodes.clone();
-            async move {
-                node.ok()
-                    .map(|n| futures::stream::iter(windows_for_node(&windows, &n)))
-            }
+        .filter_map(move |event| {
+            let (windows, nodes) = &for_nodes;
+            let triggered = event
+                .ok()
+                .map(|event| windows_for_node_event(&index, &windows.state(), nodes, &event));
+            async move { triggered.map(futures::stream::iter) }
         })
         .flatten();
     let for_nms = windows.clone();
@@ -551,16 +557,12 @@ pub fn run(
     let nm_triggers = nm_changes
         .filter_map(move |event| {
             let triggered = event.ok().map(|event| {
-                let windows = &for_nms;
+                let windows = for_nms.state();
                 let refs: Vec<ObjectRef<MaintenanceWindow>> = presence
                     .changes(event)
                     .into_iter()
                     .flat_map(|(nm, presence_changed)| {
-                        if presence_changed {
-                            windows_for_maintenance(windows, &nm)
-                        } else {
-                            windows_tracking_maintenance(windows, &nm)
-                        }
+                        window_index::windows_for_maintenance(&windows, &nm, presence_changed)
                     })
                     .collect();
                 futures::stream::iter(refs)
@@ -600,24 +602,24 @@ pub fn run(
     })
 }
 
-/// The windows a Node change concerns: those whose selector matches it and those that have it
-/// in flight (it may have just left the selector). A control-plane node concerns every window:
-/// its availability decides whether other control-plane nodes may start (quorum).
-fn windows_for_node(
-    windows: &Store<MaintenanceWindow>,
-    node: &Node,
+/// The windows a Node watch event concerns (see [`window_index`]), the index updated. A relist
+/// concerns every window once it is done; the nodes it lists one by one wake nothing (the
+/// cache shows them only at its end).
+fn windows_for_node_event(
+    index: &Mutex<WindowIndex>,
+    windows: &[Arc<MaintenanceWindow>],
+    nodes: &Store<Node>,
+    event: &watcher::Event<Node>,
 ) -> Vec<ObjectRef<MaintenanceWindow>> {
-    let name = node.name_any();
-    windows
-        .state()
-        .iter()
-        .filter(|w| {
-            is_control_plane(node)
-                || selector_matches(&w.spec.node_selector, node.labels())
-                || has_in_flight(w, &name)
-        })
-        .map(|w| ObjectRef::from_obj(w.as_ref()))
-        .collect()
+    let mut index = lock(index);
+    match event {
+        watcher::Event::Apply(node) => {
+            index.node_changed(windows, nodes, &node.name_any(), Some(node.labels()))
+        }
+        watcher::Event::Delete(node) => index.node_changed(windows, nodes, &node.name_any(), None),
+        watcher::Event::InitDone => index.relisted(windows),
+        watcher::Event::Init | watcher::Event::InitApply(_) => Vec::new(),
+    }
 }
 
 /// Which NodeMaintenance changes are changes of its *presence*: it appeared, started
@@ -659,44 +661,6 @@ impl MaintenancePresence {
             }
         }
     }
-}
-
-/// The windows tracking a NodeMaintenance: the one its window label names, and any whose
-/// round lists its node in flight.
-fn windows_tracking_maintenance(
-    windows: &Store<MaintenanceWindow>,
-    nm: &NodeMaintenance,
-) -> Vec<ObjectRef<MaintenanceWindow>> {
-    let own = nm.labels().get(WINDOW_LABEL);
-    windows
-        .state()
-        .iter()
-        .filter(|w| own == Some(&w.name_any()) || has_in_flight(w, &nm.spec.node_name))
-        .map(|w| ObjectRef::from_obj(w.as_ref()))
-        .collect()
-}
-
-/// The windows a NodeMaintenance's appearance or removal concerns: all of them. Its own window
-/// tracks it; any other window may have skipped its node (one NodeMaintenance per node) or been
-/// held back by the operator-wide cap, and must retry the moment it goes. Windows are few and a
-/// plan with nothing to do writes nothing.
-fn windows_for_maintenance(
-    windows: &Store<MaintenanceWindow>,
-    _nm: &NodeMaintenance,
-) -> Vec<ObjectRef<MaintenanceWindow>> {
-    windows
-        .state()
-        .iter()
-        .map(|w| ObjectRef::from_obj(w.as_ref()))
-        .collect()
-}
-
-fn has_in_flight(window: &MaintenanceWindow, node: &str) -> bool {
-    window
-        .status
-        .as_ref()
-        .and_then(|s| s.round.as_ref())
-        .is_some_and(|r| r.in_progress_nodes.iter().any(|n| n.name == node))
 }
 
 /// Requeue a failed window after [`backoff`] for its consecutive failures.
@@ -804,6 +768,12 @@ fn forget_gone_windows(ctx: &Context, windows: &Store<MaintenanceWindow>) {
     lock(&ctx.gate_checks).retain(|n, _| live.contains(n));
     lock(&ctx.latest).retain(|n, _| live.contains(n));
     ctx.placeholders.retain_windows(|n| live.contains(n));
+    let keys: BTreeSet<String> = windows
+        .state()
+        .iter()
+        .map(|w| WindowIndex::key(w))
+        .collect();
+    lock(&ctx.index).retain_windows(|k| keys.contains(k));
 }
 
 async fn reconcile_window(
@@ -991,14 +961,16 @@ fn observe(
         .filter(|m| m.owned)
         .map(|m| m.node.as_str())
         .collect();
-    let nodes: Vec<NodeView> = ctx
-        .nodes
-        .state()
-        .iter()
+    // Only the window's own nodes, the control-plane nodes and its in-flight nodes, looked up
+    // by name: a plan costs what the window selects, not what the cluster holds.
+    let names = lock(&ctx.index).plan_nodes(window, &ctx.nodes, state.round.in_flight.keys());
+    let nodes: Vec<NodeView> = names
+        .into_iter()
+        .filter_map(|name| ctx.nodes.get(&ObjectRef::new(&name)))
         .filter_map(|node| {
             let node_name = node.name_any();
             let selected = selector_matches(&window.spec.node_selector, node.labels());
-            let control_plane = is_control_plane(node);
+            let control_plane = is_control_plane(&node);
             if !selected && !control_plane && !state.round.in_flight.contains_key(&node_name) {
                 return None;
             }
@@ -1009,7 +981,7 @@ fn observe(
                 .unwrap_or(false);
             Some(NodeView {
                 selected,
-                ready: node_ready(node),
+                ready: node_ready(&node),
                 schedulable,
                 cordoned_by_others: !schedulable && !owned_nodes.contains(node_name.as_str()),
                 boot_id: node

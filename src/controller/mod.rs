@@ -23,6 +23,7 @@ pub mod node_conditions;
 pub mod node_maintenance;
 pub mod quorum;
 pub mod rate_limit;
+pub mod window_index;
 
 pub use maintenance_window::{WindowConfig, WindowStats};
 pub use node_maintenance::{NodeMaintenanceConfig, ReconcileStats};
