@@ -226,6 +226,7 @@ impl Env {
                     SimulatorConfig {
                         speed: SPEED,
                         lease_renew: Duration::from_secs(3600),
+                        ..Default::default()
                     },
                 );
                 futures::stream::iter(0..sizes.nodes)
