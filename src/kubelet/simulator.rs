@@ -1031,4 +1031,96 @@ mod tests {
             PodAction::Nothing
         );
     }
+
+    /// A simulator whose API server answers every request with 201 `{}`, and its pod loop.
+    fn offline_loop() -> (KubeletSimulator, PodLoop, mpsc::UnboundedReceiver<Outcome>) {
+        let service = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(201)
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                    .expect("a response"),
+            )
+        });
+        let sim =
+            KubeletSimulator::new(Client::new(service, "default"), SimulatorConfig::default());
+        let (pod_loop, outcomes) = PodLoop::new(sim.clone());
+        (sim, pod_loop, outcomes)
+    }
+
+    fn pod(name: &str, node: Option<&str>) -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "i"}]});
+        if let Some(node) = node {
+            spec["nodeName"] = json!(node);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns",
+            "uid": format!("uid-{name}")}, "spec": spec, "status": {"phase": "Pending"}}))
+        .expect("a Pod")
+    }
+
+    /// A Ready Node as the watch delivers it.
+    fn watched_node(name: &str, unschedulable: bool) -> Node {
+        let mut n = model::node_object(name, &Map::new(), &now());
+        n["spec"]["unschedulable"] = json!(unschedulable);
+        serde_json::from_value(n).expect("a Node")
+    }
+
+    fn key(name: &str) -> PodKey {
+        ("ns".to_string(), name.to_string())
+    }
+
+    #[tokio::test]
+    async fn bindings_in_flight_count_for_their_node_so_pods_spread_fewest_first() {
+        let (sim, mut pod_loop, _outcomes) = offline_loop();
+        for name in ["a", "b", "c"] {
+            sim.mark_kubelet(name, true);
+            pod_loop.on_node_event(Event::Apply(watched_node(name, name == "c")));
+        }
+        for i in 0..4 {
+            pod_loop.on_pod_event(Event::Apply(pod(&format!("p{i}"), None)));
+        }
+        // Every binding is still in flight (nothing reported back): each one was assumed.
+        let count = |n: &str| pod_loop.by_node.get(n).map_or(0, HashSet::len);
+        assert_eq!((count("a"), count("b"), count("c")), (2, 2, 0));
+        assert!(pod_loop.pending.is_empty());
+        assert!((0..4).all(|i| pod_loop.pods[&key(&format!("p{i}"))].assumed));
+    }
+
+    #[tokio::test]
+    async fn a_pod_whose_binding_the_watch_shows_before_the_answer_is_started_after_it() {
+        let (sim, mut pod_loop, _outcomes) = offline_loop();
+        sim.mark_kubelet("a", true);
+        pod_loop.on_node_event(Event::Apply(watched_node("a", false)));
+        pod_loop.on_pod_event(Event::Apply(pod("p", None)));
+        assert!(pod_loop.pods[&key("p")].busy, "binding in flight");
+        // The watch shows the binding while its request has not answered yet: nothing more.
+        pod_loop.on_pod_event(Event::Apply(pod("p", Some("a"))));
+        let state = &pod_loop.pods[&key("p")];
+        assert!(state.busy && !state.assumed && state.done.is_none());
+        // The binding's answer: the kubelet starts the pod now, not at some later event.
+        pod_loop.on_outcome(Outcome {
+            key: key("p"),
+            uid: "uid-p".into(),
+            write: Write::Bind,
+            ok: true,
+        });
+        assert!(
+            pod_loop.pods[&key("p")].busy,
+            "the Running status write is in flight"
+        );
+        pod_loop.on_outcome(Outcome {
+            key: key("p"),
+            uid: "uid-p".into(),
+            write: Write::Start,
+            ok: true,
+        });
+        let state = &pod_loop.pods[&key("p")];
+        assert_eq!(state.done, Some(Write::Start));
+        // A stale event (still Pending) does not send the status again.
+        pod_loop.on_pod_event(Event::Apply(pod("p", Some("a"))));
+        assert!(!pod_loop.pods[&key("p")].busy);
+        // Its deletion forgets it.
+        pod_loop.on_pod_event(Event::Delete(pod("p", Some("a"))));
+        assert!(pod_loop.pods.is_empty() && pod_loop.by_node.is_empty());
+    }
 }
