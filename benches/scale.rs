@@ -28,8 +28,9 @@
 //! `NMO_SCALE_WINDOWS` (100), `NMO_SCALE_ROLL` (100), `NMO_SCALE_MAX_UNAVAILABLE` (5),
 //! `NMO_SCALE_IDLE_SECS` (20), `NMO_SCALE_BACKENDS` (`sandbox,real`), `NMO_SCALE_QPS` and
 //! `NMO_SCALE_BURST` (nmo's client-side rate limit; default its own 20/30), and for the real control
-//! plane `NMO_SCALE_REAL_NODES` (as NMO_SCALE_NODES) and `NMO_SCALE_REAL_PODS_PER_NODE` (2:
-//! every pod is a create, a status write and a delete through etcd on this 2-core machine).
+//! plane `NMO_SCALE_REAL_NODES` and `NMO_SCALE_REAL_PODS_PER_NODE` (as NMO_SCALE_NODES and
+//! NMO_SCALE_PODS_PER_NODE: every pod is a create and a status write through etcd, and the
+//! kubelet simulator keeps up with what kube-apiserver answers).
 //! A small run: `NMO_SCALE_NODES=500 NMO_SCALE_ROLL=20 cargo bench --bench scale`.
 
 use futures::{StreamExt, TryStreamExt};
@@ -108,7 +109,7 @@ fn main() {
             "real" => {
                 let mut sizes = common.clone();
                 sizes.nodes = env_or("NMO_SCALE_REAL_NODES", common.nodes);
-                sizes.pods_per_node = env_or("NMO_SCALE_REAL_PODS_PER_NODE", 2);
+                sizes.pods_per_node = env_or("NMO_SCALE_REAL_PODS_PER_NODE", common.pods_per_node);
                 sizes.roll = sizes.roll.min(sizes.nodes);
                 runtime.block_on(run(Backend::Real, sizes, &audit_log))
             }
@@ -226,6 +227,7 @@ impl Env {
                     SimulatorConfig {
                         speed: SPEED,
                         lease_renew: Duration::from_secs(3600),
+                        ..Default::default()
                     },
                 );
                 futures::stream::iter(0..sizes.nodes)
@@ -504,9 +506,14 @@ async fn create_windows(client: &Client, n: usize) {
 
 /// kube-apiserver's audit log, read as it grows: requests by (user agent up to its first `/`,
 /// verb, resource[/subresource]). A request is its `ResponseComplete` event, a watch its
-/// `ResponseStarted` (it completes only when it ends).
+/// `ResponseStarted` (it completes only when it ends). kube-apiserver rotates the log at
+/// 100 MB (150,000 pods write several hundred MB): the rest of the rotated file
+/// (`audit-<time>.log`, found by the inode read so far) and any later rotated one are read
+/// before the new `audit.log`.
 struct Audit {
     path: PathBuf,
+    /// The inode of the file `offset` is in.
+    inode: Option<u64>,
     offset: u64,
     partial: String,
     counts: BTreeMap<(String, String, String), u64>,
@@ -516,6 +523,7 @@ impl Audit {
     fn new(path: &Path) -> Audit {
         Audit {
             path: path.to_path_buf(),
+            inode: None,
             offset: 0,
             partial: String::new(),
             counts: BTreeMap::new(),
@@ -523,17 +531,54 @@ impl Audit {
     }
 
     fn poll(&mut self) {
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = std::fs::metadata(&self.path) else {
             return;
         };
-        file.seek(SeekFrom::Start(self.offset)).expect("seek");
+        if let Some(inode) = self.inode
+            && inode != meta.ino()
+        {
+            let dir = self.path.parent().expect("the audit log is in a directory");
+            let mut rotated: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
+                .expect("audit log directory")
+                .filter_map(|e| {
+                    let e = e.ok()?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    if !(name.starts_with("audit-") && name.ends_with(".log")) {
+                        return None;
+                    }
+                    Some((e.path(), e.metadata().ok()?.ino()))
+                })
+                .collect();
+            rotated.sort();
+            if let Some(i) = rotated.iter().position(|(_, ino)| *ino == inode) {
+                let rest: Vec<PathBuf> = rotated.drain(i..).map(|(p, _)| p).collect();
+                for (k, path) in rest.iter().enumerate() {
+                    self.read(path, if k == 0 { self.offset } else { 0 });
+                }
+            } else {
+                eprintln!("audit log rotated and the rotated file is gone: counts are short");
+            }
+            self.partial.clear();
+            self.offset = 0;
+        }
+        self.inode = Some(meta.ino());
+        let path = self.path.clone();
+        self.offset = self.read(&path, self.offset);
+    }
+
+    /// Count the complete lines of `path` from `offset`; the new offset.
+    fn read(&mut self, path: &Path, offset: u64) -> u64 {
+        let Ok(mut file) = std::fs::File::open(path) else {
+            return offset;
+        };
+        file.seek(SeekFrom::Start(offset)).expect("seek");
         let mut text = String::new();
         let read = file.read_to_string(&mut text).expect("audit log is UTF-8");
-        self.offset += read as u64;
         self.partial.push_str(&text);
         let complete = match self.partial.rfind('\n') {
             Some(i) => i + 1,
-            None => return,
+            None => return offset + read as u64,
         };
         let lines: String = self.partial.drain(..complete).collect();
         for line in lines.lines() {
@@ -569,6 +614,7 @@ impl Audit {
                 .entry((agent, verb.to_string(), resource))
                 .or_default() += 1;
         }
+        offset + read as u64
     }
 
     fn of(&self, agent: &str) -> BTreeMap<(String, String), u64> {

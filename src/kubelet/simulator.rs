@@ -10,19 +10,34 @@
 //! nmo's drains behave on a real API server as they do on the sandbox. The decisions are the
 //! pure functions of [`super::model`], shared with the sandbox's built-in kubelet, and
 //! [`pod_action`].
+//!
+//! **Scale.** One watch of pods and one of Nodes feed a single loop that keeps per-node state
+//! (the bound pods of each node, the Node as JSON, converted once per Node event) and
+//! per-pod state (its node, phase, termination and what was last sent for it), so an event
+//! costs a few map operations: a bound pod's kubelet looks only at its own node, and only an
+//! unbound pod runs the scheduler over the nodes. The loop never waits for the API server:
+//! each write (a binding, a Running status, the end of a termination) runs as its own task, at
+//! most [`SimulatorConfig::max_in_flight`] of them at once (kube-rs has no client-side rate
+//! limit, so this is the simulator's only one), retried with backoff on 429, 5xx and
+//! connection errors, and reports back to the loop. The scheduler *assumes* a binding while
+//! it is in flight (the pod counts as its node's at once), so concurrent bindings still
+//! spread pods as fewest-pods-first does. Registering a node costs three requests (create,
+//! the `not-ready` taint's removal, the Lease).
 
 use super::model;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::watcher::Event;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 
 /// The namespace of the node heartbeat Leases.
@@ -37,6 +52,10 @@ pub struct SimulatorConfig {
     pub speed: f64,
     /// How often node Leases are renewed (a kubelet renews every 10 s of its 40 s lease).
     pub lease_renew: Duration,
+    /// Requests the pod loop and the heartbeats have in flight at most (bindings, pod status
+    /// writes, deletions, Lease renewals). The default, 32, keeps a 2-core kube-apiserver
+    /// busy without queueing far past what it can answer.
+    pub max_in_flight: usize,
 }
 
 impl Default for SimulatorConfig {
@@ -44,6 +63,7 @@ impl Default for SimulatorConfig {
         SimulatorConfig {
             speed: 1.0,
             lease_renew: Duration::from_secs(10),
+            max_in_flight: 32,
         }
     }
 }
@@ -117,32 +137,51 @@ pub fn pod_action(pod: &Value, nodes: &[(&Value, usize, bool)], speed: f64) -> P
     else {
         return PodAction::Nothing; // another kubelet's pod
     };
+    let grace = terminating.then(|| {
+        pod.pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    });
+    let phase = pod.pointer("/status/phase").and_then(Value::as_str);
+    kubelet_action(grace, phase_started(phase), *up, speed)
+}
+
+/// Has a pod in this phase been started (or finished) by its kubelet?
+fn phase_started(phase: Option<&str>) -> bool {
+    matches!(phase, Some("Running" | "Succeeded" | "Failed"))
+}
+
+/// What the kubelet of a simulated node does about a pod bound to it: `grace` is the
+/// deletion grace period of a terminating pod, `started` whether its phase is Running or
+/// final, `up` whether the kubelet runs.
+fn kubelet_action(grace: Option<i64>, started: bool, up: bool, speed: f64) -> PodAction {
     if !up {
         return PodAction::Nothing; // a kubelet that is down does nothing until it is back
     }
-    if terminating {
-        let grace = pod
-            .pointer("/metadata/deletionGracePeriodSeconds")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            .max(0) as f64;
+    if let Some(grace) = grace {
+        let grace = grace.max(0) as f64;
         return PodAction::FinishTermination(Duration::from_secs_f64(grace / speed.max(1e-6)));
     }
-    match pod.pointer("/status/phase").and_then(Value::as_str) {
-        Some("Running" | "Succeeded" | "Failed") => PodAction::Nothing,
-        _ => PodAction::MarkRunning,
+    if started {
+        PodAction::Nothing
+    } else {
+        PodAction::MarkRunning
     }
 }
 
-/// The simulated nodes and whether their kubelet is up.
+/// State shared by the simulator's handles and its loops.
 #[derive(Default)]
 struct Shared {
+    /// The simulated nodes and whether their kubelet is up.
     nodes: Mutex<BTreeMap<String, bool>>,
-    /// Pods whose termination is scheduled (by uid).
-    terminating: Mutex<HashSet<String>>,
-    /// Signalled (with a stored permit, so none is lost while the loop is busy) when a node
-    /// comes back up or is added: pending work can proceed.
+    /// Nodes whose kubelet came up (registered, back from NotReady, rebooted) since the pod
+    /// loop last looked: their pods start and finish their terminations, pending pods may fit.
+    woken: Mutex<BTreeSet<String>>,
+    /// Signalled (with a stored permit, so none is lost while the loop is busy) when `woken`
+    /// gets a node.
     changed: Notify,
+    /// `kube-node-lease` exists (created once, not per node).
+    lease_namespace: AtomicBool,
 }
 
 /// The kubelet simulator. Clone it freely; [`KubeletSimulator::start`] runs its loops.
@@ -172,6 +211,37 @@ fn now() -> String {
 
 fn to_value<T: serde::Serialize>(obj: &T) -> Value {
     serde_json::to_value(obj).unwrap_or(Value::Null)
+}
+
+/// Worth trying again: the API server is overloaded or restarting, or the connection broke.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(e) => matches!(e.code, 429 | 500 | 502 | 503 | 504),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// Run `op` until it succeeds or fails for good, backing off on transient errors (100 ms
+/// doubling to 5 s, 10 tries).
+async fn with_retries<T, F, Fut>(mut op: F) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 1;
+    loop {
+        match op().await {
+            Err(e) if transient(&e) && tries < 10 => {
+                tracing::debug!(error = %e, tries, "kubelet simulator: retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 impl KubeletSimulator {
@@ -213,47 +283,47 @@ impl KubeletSimulator {
         let obj = model::node_object(name, &labels, &now());
         let nodes: Api<Node> = Api::all(self.client.clone());
         let node: Node = serde_json::from_value(obj.clone()).expect("a Node object");
-        match nodes.create(&PostParams::default(), &node).await {
-            Ok(created) => {
+        let post = PostParams::default();
+        let created = match with_retries(|| nodes.create(&post, &node)).await {
+            Ok(created) if !model::node_ready(&to_value(&created)) => {
                 // A real API server may drop the status of a create: report it as a kubelet does.
-                if !model::node_ready(&to_value(&created)) {
-                    nodes
-                        .patch_status(
-                            name,
-                            &PatchParams::default(),
-                            &Patch::Merge(json!({"status": obj["status"]})),
-                        )
+                let status = Patch::Merge(json!({"status": obj["status"]}));
+                let patch = PatchParams::default();
+                Some(
+                    with_retries(|| nodes.patch_status(name, &patch, &status))
                         .await
-                        .map_err(err)?;
-                }
+                        .map_err(err)?,
+                )
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Ok(created) => Some(created),
+            Err(kube::Error::Api(e)) if e.code == 409 => None,
             Err(e) => return Err(err(e)),
-        }
+        };
         // kube-apiserver's TaintNodesByCondition admission taints a new node `not-ready`
         // until the node lifecycle controller sees it Ready; that controller does not run
-        // here, so the simulator plays its part.
-        self.update_node(name, |n, now| model::set_ready(n, true, now))
+        // here, so the simulator plays its part (starting from the created object: no read).
+        let node = self
+            .update_node(name, created, |n, now| model::set_ready(n, true, now))
             .await?;
-        let created = nodes.get(name).await.map_err(err)?;
-        self.ensure_lease(&created).await.map_err(err)?;
+        self.ensure_lease(&node).await.map_err(err)?;
         self.mark_kubelet(name, true);
         Ok(())
     }
 
     async fn ensure_lease(&self, node: &Node) -> Result<(), kube::Error> {
-        let namespaces: Api<Namespace> = Api::all(self.client.clone());
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NODE_LEASE_NAMESPACE}});
-        match namespaces
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(ns).expect("a Namespace"),
+        if !self.shared.lease_namespace.load(Ordering::Relaxed) {
+            let namespaces: Api<Namespace> = Api::all(self.client.clone());
+            let ns: Namespace = serde_json::from_value(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NODE_LEASE_NAMESPACE}}),
             )
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e),
+            .expect("a Namespace");
+            let post = PostParams::default();
+            match with_retries(|| namespaces.create(&post, &ns)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => return Err(e),
+            }
+            self.shared.lease_namespace.store(true, Ordering::Relaxed);
         }
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), NODE_LEASE_NAMESPACE);
         let name = node.name_any();
@@ -262,28 +332,31 @@ impl KubeletSimulator {
                 "name": name, "uid": node.uid().unwrap_or_default()}]},
             "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
                 "renewTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}});
-        match leases
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(lease).expect("a Lease"),
-            )
-            .await
-        {
+        let lease: Lease = serde_json::from_value(lease).expect("a Lease");
+        let post = PostParams::default();
+        match with_retries(|| leases.create(&post, &lease)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
             Err(e) => Err(e),
         }
     }
 
-    /// Record whether the node's kubelet is up, and wake the pod loop: a kubelet that came
-    /// back starts its pods and finishes their terminations.
+    /// Record whether the node's kubelet is up; one that came up wakes the pod loop for its
+    /// pods: they start and finish their terminations.
     fn mark_kubelet(&self, name: &str, up: bool) {
         self.shared
             .nodes
             .lock()
             .expect("not poisoned")
             .insert(name.to_string(), up);
-        self.shared.changed.notify_one();
+        if up {
+            self.shared
+                .woken
+                .lock()
+                .expect("not poisoned")
+                .insert(name.to_string());
+            self.shared.changed.notify_one();
+        }
     }
 
     fn is_simulated(&self, name: &str) -> Result<(), SimulatorError> {
@@ -302,12 +375,15 @@ impl KubeletSimulator {
 
     /// Change a node through `f` with optimistic concurrency: its `spec`/`metadata` with a
     /// replace of the object, its `status` with a replace of `/status`, each retried on 409
-    /// from a fresh read, so a concurrent cordon or taint by nmo is never overwritten.
+    /// from a fresh read, so a concurrent cordon or taint by nmo is never overwritten. It
+    /// starts from `current` when given (read otherwise) and goes on from each write's answer;
+    /// it returns the node as last written or read.
     async fn update_node(
         &self,
         name: &str,
+        mut current: Option<Node>,
         f: impl Fn(&mut Value, &str),
-    ) -> Result<(), SimulatorError> {
+    ) -> Result<Node, SimulatorError> {
         let err = |source| SimulatorError::UpdateNode {
             node: name.to_string(),
             source,
@@ -318,22 +394,26 @@ impl KubeletSimulator {
             ..Default::default()
         };
         loop {
-            let current = to_value(&nodes.get(name).await.map_err(err)?);
-            let mut changed = current.clone();
+            let node = match current.take() {
+                Some(node) => node,
+                None => with_retries(|| nodes.get(name)).await.map_err(err)?,
+            };
+            let before = to_value(&node);
+            let mut changed = before.clone();
             f(&mut changed, &now());
-            let result = if changed.get("status") != current.get("status") {
+            let result = if changed.get("status") != before.get("status") {
                 let node: Node = serde_json::from_value(changed).expect("a Node");
-                nodes.replace_status(name, &pp, &node).await.map(|_| ())
-            } else if changed != current {
+                with_retries(|| nodes.replace_status(name, &pp, &node)).await
+            } else if changed != before {
                 let node: Node = serde_json::from_value(changed).expect("a Node");
-                nodes.replace(name, &pp, &node).await.map(|_| ())
+                with_retries(|| nodes.replace(name, &pp, &node)).await
             } else {
-                return Ok(());
+                return Ok(node);
             };
             match result {
                 // Status and spec are written one at a time: go round again for the other.
-                Ok(()) => continue,
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Ok(written) => current = Some(written),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
                 Err(e) => return Err(err(e)),
             }
         }
@@ -343,7 +423,7 @@ impl KubeletSimulator {
     /// are) or comes back (Ready, the taint removed, pending terminations finished).
     pub async fn set_ready(&self, name: &str, ready: bool) -> Result<(), SimulatorError> {
         self.is_simulated(name)?;
-        self.update_node(name, |n, now| model::set_ready(n, ready, now))
+        self.update_node(name, None, |n, now| model::set_ready(n, ready, now))
             .await?;
         self.mark_kubelet(name, ready);
         Ok(())
@@ -354,7 +434,7 @@ impl KubeletSimulator {
         self.is_simulated(name)?;
         // One new boot ID for the whole update, even if a conflict makes it go round again.
         let boot = uuid::Uuid::new_v4().to_string();
-        self.update_node(name, |n, now| {
+        self.update_node(name, None, |n, now| {
             if model::boot_id(n) != boot {
                 model::reboot(n, now);
                 n["status"]["nodeInfo"]["bootID"] = json!(boot);
@@ -405,7 +485,8 @@ impl KubeletSimulator {
     /// Start the loops: the scheduler and kubelets (one watch of pods, one of nodes) and the
     /// Lease heartbeats. They run until the handle is dropped.
     pub fn start(&self) -> SimulatorHandle {
-        let pods = tokio::spawn(self.clone().run_pods());
+        let (pod_loop, outcomes) = PodLoop::new(self.clone());
+        let pods = tokio::spawn(pod_loop.run(outcomes));
         let beats = tokio::spawn(self.clone().run_heartbeats());
         SimulatorHandle {
             tasks: vec![pods, beats],
@@ -423,173 +504,469 @@ impl KubeletSimulator {
                     .map(|(n, _)| n.clone())
                     .collect()
             };
-            for name in up {
-                let renew = json!({"spec": {"renewTime":
-                    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}});
-                if let Err(e) = leases
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(renew))
-                    .await
-                {
-                    tracing::debug!(node = %name, error = %e, "node lease renewal failed");
-                }
-            }
+            futures::stream::iter(up)
+                .for_each_concurrent(self.config.max_in_flight.max(1), |name| {
+                    let leases = leases.clone();
+                    async move {
+                        let renew = json!({"spec": {"renewTime":
+                            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)}});
+                        if let Err(e) = leases
+                            .patch(&name, &PatchParams::default(), &Patch::Merge(renew))
+                            .await
+                        {
+                            tracing::debug!(node = %name, error = %e, "node lease renewal failed");
+                        }
+                    }
+                })
+                .await;
             tokio::time::sleep(self.config.lease_renew).await;
         }
     }
+}
 
-    async fn run_pods(self) {
-        let (pod_store, pod_writer) = reflector::store::<Pod>();
-        let (node_store, node_writer) = reflector::store::<Node>();
-        let pod_events = watcher(Api::<Pod>::all(self.client.clone()), Default::default())
+/// A pod by namespace and name.
+type PodKey = (String, String);
+
+/// A write the pod loop made for a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Bind,
+    Start,
+    Delete,
+}
+
+/// A write's result, reported back to the pod loop.
+struct Outcome {
+    key: PodKey,
+    uid: String,
+    write: Write,
+    ok: bool,
+}
+
+/// What the pod loop knows of one pod.
+struct PodState {
+    uid: String,
+    /// Its node: `spec.nodeName` as watched, or the one a binding in flight assumes.
+    node: Option<String>,
+    /// `node` is assumed: a binding is in flight, or done and not yet seen by the watch.
+    assumed: bool,
+    /// Its phase is Running or final.
+    started: bool,
+    /// The deletion grace period of a terminating pod.
+    grace: Option<i64>,
+    /// The pod as JSON while it is unbound, for the scheduler.
+    value: Option<Value>,
+    /// A write for it is in flight (or a termination waits out its grace period).
+    busy: bool,
+    /// The last write that succeeded, which the watch may not show yet: not sent twice.
+    done: Option<Write>,
+}
+
+/// An event of one of the pod loop's watches.
+enum Input {
+    Pod(Box<Event<Pod>>),
+    Node(Box<Event<Node>>),
+}
+
+/// The scheduler and the kubelets: one loop over the pod and Node watches with per-node and
+/// per-pod state (see the module's doc, "Scale").
+struct PodLoop {
+    sim: KubeletSimulator,
+    pods: HashMap<PodKey, PodState>,
+    /// The pods on (or assumed on) each node.
+    by_node: HashMap<String, HashSet<PodKey>>,
+    /// The unbound pods.
+    pending: BTreeSet<PodKey>,
+    /// Every Node as the watch shows it, as JSON.
+    nodes: BTreeMap<String, Value>,
+    /// The pods and Nodes listed so far by a watch's (re)list, to drop the ones that went.
+    pods_listed: Option<HashSet<PodKey>>,
+    nodes_listed: Option<HashSet<String>>,
+    /// A Node changed: the pending pods get another try.
+    pending_dirty: bool,
+    limit: Arc<Semaphore>,
+    outcomes: mpsc::UnboundedSender<Outcome>,
+    /// The writes; dropped (aborted) with the loop.
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl PodLoop {
+    fn new(sim: KubeletSimulator) -> (PodLoop, mpsc::UnboundedReceiver<Outcome>) {
+        let (outcomes, rx) = mpsc::unbounded_channel();
+        let limit = Arc::new(Semaphore::new(sim.config.max_in_flight.max(1)));
+        let pod_loop = PodLoop {
+            sim,
+            pods: HashMap::new(),
+            by_node: HashMap::new(),
+            pending: BTreeSet::new(),
+            nodes: BTreeMap::new(),
+            pods_listed: None,
+            nodes_listed: None,
+            pending_dirty: false,
+            limit,
+            outcomes,
+            tasks: tokio::task::JoinSet::new(),
+        };
+        (pod_loop, rx)
+    }
+
+    async fn run(mut self, mut outcomes: mpsc::UnboundedReceiver<Outcome>) {
+        let client = self.sim.client.clone();
+        let pod_events = watcher(Api::<Pod>::all(client.clone()), Default::default())
             .default_backoff()
-            .reflect(pod_writer)
-            .applied_objects()
-            .map(|r| r.map(Some))
+            .map(|r| r.map(|e| Input::Pod(Box::new(e))))
             .boxed();
-        let node_events = watcher(Api::<Node>::all(self.client.clone()), Default::default())
+        let node_events = watcher(Api::<Node>::all(client), Default::default())
             .default_backoff()
-            .reflect(node_writer)
-            .applied_objects()
-            .map(|r| r.map(|_| None))
+            .map(|r| r.map(|e| Input::Node(Box::new(e))))
             .boxed();
-        let mut events = futures::stream::select(pod_events, node_events);
+        let mut events = futures::stream::select(pod_events, node_events).ready_chunks(1024);
+        let shared = self.sim.shared.clone();
         loop {
             tokio::select! {
-                event = events.next() => match event {
-                    Some(Ok(Some(pod))) => self.handle_pod(&pod, &pod_store, &node_store).await,
-                    // A node changed: pending pods may fit now.
-                    Some(Ok(None)) => self.retry_pending(&pod_store, &node_store).await,
-                    Some(Err(e)) => tracing::debug!(error = %e, "kubelet simulator watch"),
-                    None => return,
-                },
-                // A kubelet came back up: pending pods may fit, and its pods start.
-                _ = self.shared.changed.notified() => {
-                    self.retry_all(&pod_store, &node_store).await;
+                batch = events.next() => {
+                    let Some(batch) = batch else { return };
+                    for event in batch {
+                        match event {
+                            Ok(Input::Pod(e)) => self.on_pod_event(*e),
+                            Ok(Input::Node(e)) => self.on_node_event(*e),
+                            Err(e) => tracing::debug!(error = %e, "kubelet simulator watch"),
+                        }
+                    }
+                }
+                Some(outcome) = outcomes.recv() => self.on_outcome(outcome),
+                // Kubelets came up: their pods start, and pending pods may fit.
+                _ = shared.changed.notified() => {
+                    let woken = std::mem::take(&mut *shared.woken.lock().expect("not poisoned"));
+                    for node in woken {
+                        let keys: Vec<PodKey> = self
+                            .by_node
+                            .get(&node)
+                            .map(|ks| ks.iter().cloned().collect())
+                            .unwrap_or_default();
+                        for key in keys {
+                            self.evaluate(&key);
+                        }
+                    }
+                    self.pending_dirty = true;
+                }
+            }
+            if std::mem::take(&mut self.pending_dirty) {
+                let keys: Vec<PodKey> = self.pending.iter().cloned().collect();
+                for key in keys {
+                    self.evaluate(&key);
+                }
+            }
+            while self.tasks.try_join_next().is_some() {}
+        }
+    }
+
+    fn on_pod_event(&mut self, event: Event<Pod>) {
+        match event {
+            Event::Init => self.pods_listed = Some(HashSet::new()),
+            Event::InitApply(pod) => {
+                if let Some(listed) = &mut self.pods_listed {
+                    listed.insert((pod.namespace().unwrap_or_default(), pod.name_any()));
+                }
+                self.upsert(&pod);
+            }
+            Event::InitDone => {
+                if let Some(listed) = self.pods_listed.take() {
+                    let gone: Vec<PodKey> = self
+                        .pods
+                        .keys()
+                        .filter(|k| !listed.contains(*k))
+                        .cloned()
+                        .collect();
+                    for key in gone {
+                        self.forget(&key);
+                    }
+                }
+            }
+            Event::Apply(pod) => self.upsert(&pod),
+            Event::Delete(pod) => {
+                let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+                if self.pods.get(&key).map(|s| s.uid.as_str()) == pod.uid().as_deref() {
+                    self.forget(&key);
                 }
             }
         }
     }
 
-    async fn retry_pending(&self, pods: &reflector::Store<Pod>, nodes: &reflector::Store<Node>) {
-        for pod in pods.state() {
-            let unbound = pod
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_none_or(str::is_empty);
-            if unbound {
-                self.handle_pod(&pod, pods, nodes).await;
+    fn on_node_event(&mut self, event: Event<Node>) {
+        match event {
+            Event::Init => self.nodes_listed = Some(HashSet::new()),
+            Event::InitApply(node) | Event::Apply(node) => {
+                let name = node.name_any();
+                if let Some(listed) = &mut self.nodes_listed {
+                    listed.insert(name.clone());
+                }
+                self.nodes.insert(name, to_value(&node));
+                self.pending_dirty |= !self.pending.is_empty();
+            }
+            Event::InitDone => {
+                if let Some(listed) = self.nodes_listed.take() {
+                    self.nodes.retain(|n, _| listed.contains(n));
+                }
+            }
+            Event::Delete(node) => {
+                self.nodes.remove(&node.name_any());
             }
         }
     }
 
-    async fn retry_all(&self, pods: &reflector::Store<Pod>, nodes: &reflector::Store<Node>) {
-        for pod in pods.state() {
-            self.handle_pod(&pod, pods, nodes).await;
+    /// Take in a pod as the watch shows it, then act on it.
+    fn upsert(&mut self, pod: &Pod) {
+        let key = (pod.namespace().unwrap_or_default(), pod.name_any());
+        let uid = pod.uid().unwrap_or_default();
+        if self.pods.get(&key).is_some_and(|s| s.uid != uid) {
+            self.forget(&key); // the same name, a new pod
         }
+        let watched = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty());
+        let state = self.pods.entry(key.clone()).or_insert_with(|| PodState {
+            uid,
+            node: None,
+            assumed: false,
+            started: false,
+            grace: None,
+            value: None,
+            busy: false,
+            done: None,
+        });
+        state.started = phase_started(pod.status.as_ref().and_then(|s| s.phase.as_deref()));
+        state.grace = pod
+            .metadata
+            .deletion_timestamp
+            .as_ref()
+            .map(|_| pod.metadata.deletion_grace_period_seconds.unwrap_or(0));
+        state.value = watched.is_none().then(|| to_value(pod));
+        let node = match watched {
+            Some(node) => {
+                state.assumed = false;
+                Some(node)
+            }
+            // A binding in flight, or done and the watch behind it: keep the assumed node.
+            None if state.assumed => state.node.clone(),
+            None => None,
+        };
+        self.place(&key, node);
+        self.evaluate(&key);
     }
 
-    /// The simulated nodes as the watch sees them, with their pod counts and kubelet state.
-    fn node_view(
-        &self,
-        pods: &reflector::Store<Pod>,
-        nodes: &reflector::Store<Node>,
-    ) -> Vec<(Value, usize, bool)> {
-        let simulated = self.shared.nodes.lock().expect("not poisoned").clone();
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for p in pods.state() {
-            if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
-                *counts.entry(n).or_default() += 1;
+    /// Put the pod on `node` (None: pending) in the indexes.
+    fn place(&mut self, key: &PodKey, node: Option<String>) {
+        let Some(state) = self.pods.get_mut(key) else {
+            return;
+        };
+        if state.node == node && (node.is_some() || self.pending.contains(key)) {
+            return;
+        }
+        match state.node.take() {
+            Some(old) => {
+                if let Some(set) = self.by_node.get_mut(&old) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.by_node.remove(&old);
+                    }
+                }
+            }
+            None => {
+                self.pending.remove(key);
             }
         }
-        nodes
-            .state()
-            .iter()
-            .filter_map(|n| {
-                let name = n.name_any();
-                let up = *simulated.get(&name)?;
-                Some((to_value(&**n), counts.get(&name).copied().unwrap_or(0), up))
-            })
-            .collect()
+        match &node {
+            Some(n) => {
+                self.by_node
+                    .entry(n.clone())
+                    .or_default()
+                    .insert(key.clone());
+            }
+            None => {
+                self.pending.insert(key.clone());
+            }
+        }
+        state.node = node;
     }
 
-    async fn handle_pod(
-        &self,
-        pod: &Pod,
-        pods: &reflector::Store<Pod>,
-        nodes: &reflector::Store<Node>,
-    ) {
-        let view = self.node_view(pods, nodes);
-        let refs: Vec<(&Value, usize, bool)> = view.iter().map(|(n, c, u)| (n, *c, *u)).collect();
-        let value = to_value(pod);
-        let (ns, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
-        let api: Api<Pod> = Api::namespaced(self.client.clone(), &ns);
-        match pod_action(&value, &refs, self.config.speed) {
+    /// Drop a pod that is gone.
+    fn forget(&mut self, key: &PodKey) {
+        let Some(state) = self.pods.remove(key) else {
+            return;
+        };
+        match state.node {
+            Some(node) => {
+                if let Some(set) = self.by_node.get_mut(&node) {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.by_node.remove(&node);
+                    }
+                }
+            }
+            None => {
+                self.pending.remove(key);
+            }
+        }
+    }
+
+    /// The pod's action now ([`pod_action`]'s decision on the loop's state), started as a
+    /// write unless one is in flight or the same one has succeeded already.
+    fn evaluate(&mut self, key: &PodKey) {
+        let Some(state) = self.pods.get(key) else {
+            return;
+        };
+        if state.busy {
+            return;
+        }
+        let simulated = self.sim.shared.nodes.lock().expect("not poisoned");
+        let action = match (&state.node, &state.value) {
+            // The API server deletes unbound pods at once.
+            (None, _) if state.grace.is_some() => PodAction::Nothing,
+            (None, Some(pod)) => {
+                let up = self.nodes.iter().filter_map(|(name, node)| {
+                    let count = self.by_node.get(name).map_or(0, HashSet::len);
+                    simulated
+                        .get(name)
+                        .copied()
+                        .unwrap_or(false)
+                        .then_some((node, count))
+                });
+                model::pick_node(pod, up, None).map_or(PodAction::Nothing, PodAction::Bind)
+            }
+            (None, None) => PodAction::Nothing,
+            (Some(_), _) if state.assumed => PodAction::Nothing,
+            (Some(node), _) => match simulated.get(node) {
+                Some(up) => kubelet_action(state.grace, state.started, *up, self.sim.config.speed),
+                None => PodAction::Nothing, // another kubelet's pod
+            },
+        };
+        drop(simulated);
+        let done = state.done;
+        match action {
             PodAction::Nothing => {}
             PodAction::Bind(node) => {
-                let binding = json!({"apiVersion": "v1", "kind": "Binding",
-                    "metadata": {"name": name, "namespace": ns},
-                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-                let req =
-                    http::Request::post(format!("/api/v1/namespaces/{ns}/pods/{name}/binding"))
-                        .header("Content-Type", "application/json")
-                        .body(serde_json::to_vec(&binding).expect("JSON"));
-                match req {
-                    Ok(req) => {
-                        if let Err(e) = self.client.request_text(req).await {
-                            // 409: bound already (a lagging watch); the next event says so.
-                            tracing::debug!(pod = %name, %node, error = %e, "binding failed");
-                        }
-                    }
-                    Err(e) => tracing::warn!(pod = %name, error = %e, "building a binding"),
-                }
+                self.place(key, Some(node.clone()));
+                let state = self.pods.get_mut(key).expect("present");
+                state.assumed = true;
+                self.spawn_write(key, Write::Bind, Duration::ZERO, Some(node));
             }
-            PodAction::MarkRunning => {
-                let status = json!({"status": model::running_status(&now())});
-                if let Err(e) = api
-                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(status))
-                    .await
-                {
-                    tracing::debug!(pod = %name, error = %e, "marking the pod running failed");
-                }
+            PodAction::MarkRunning if done != Some(Write::Start) => {
+                self.spawn_write(key, Write::Start, Duration::ZERO, None);
             }
-            PodAction::FinishTermination(after) => {
-                let uid = pod.uid().unwrap_or_default();
-                if !self
-                    .shared
-                    .terminating
-                    .lock()
-                    .expect("not poisoned")
-                    .insert(uid.clone())
-                {
-                    return;
-                }
-                let shared = self.shared.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(after).await;
-                    let dp = DeleteParams {
-                        grace_period_seconds: Some(0),
-                        preconditions: Some(Preconditions {
-                            uid: Some(uid.clone()),
-                            resource_version: None,
-                        }),
-                        ..Default::default()
-                    };
-                    match api.delete(&name, &dp).await {
-                        Ok(_) => {}
-                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-                        Err(e) => {
-                            tracing::debug!(pod = %name, error = %e, "finishing termination failed")
-                        }
-                    }
-                    shared
-                        .terminating
-                        .lock()
-                        .expect("not poisoned")
-                        .remove(&uid);
-                });
+            PodAction::FinishTermination(after) if done != Some(Write::Delete) => {
+                self.spawn_write(key, Write::Delete, after, None);
             }
+            PodAction::MarkRunning | PodAction::FinishTermination(_) => {}
         }
+    }
+
+    /// Start `write` for the pod after `delay`, within the simulator's limit of requests in
+    /// flight; its outcome comes back to the loop (a failure after a second, for a retry).
+    fn spawn_write(&mut self, key: &PodKey, write: Write, delay: Duration, node: Option<String>) {
+        let state = self.pods.get_mut(key).expect("present");
+        state.busy = true;
+        let uid = state.uid.clone();
+        let client = self.sim.client.clone();
+        let limit = self.limit.clone();
+        let outcomes = self.outcomes.clone();
+        let key = key.clone();
+        self.tasks.spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let (ns, name) = (&key.0, &key.1);
+            let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+            let result = {
+                let _permit = limit.acquire().await.expect("never closed");
+                match write {
+                    Write::Bind => {
+                        let node = node.as_deref().unwrap_or_default();
+                        let binding = serde_json::to_vec(&json!({"apiVersion": "v1",
+                            "kind": "Binding", "metadata": {"name": name, "namespace": ns},
+                            "target": {"apiVersion": "v1", "kind": "Node", "name": node}}))
+                        .expect("JSON");
+                        let (client, binding) = (&client, &binding);
+                        with_retries(move || async move {
+                            let req = http::Request::post(format!(
+                                "/api/v1/namespaces/{ns}/pods/{name}/binding"
+                            ))
+                            .header("Content-Type", "application/json")
+                            .body(binding.clone())
+                            .map_err(kube::Error::HttpError)?;
+                            client.request_text(req).await.map(|_| ())
+                        })
+                        .await
+                    }
+                    Write::Start => {
+                        let status = Patch::Merge(json!({"status": model::running_status(&now())}));
+                        let pp = PatchParams::default();
+                        with_retries(|| api.patch_status(name, &pp, &status))
+                            .await
+                            .map(|_| ())
+                    }
+                    Write::Delete => {
+                        let dp = DeleteParams {
+                            grace_period_seconds: Some(0),
+                            preconditions: Some(Preconditions {
+                                uid: Some(uid.clone()),
+                                resource_version: None,
+                            }),
+                            ..Default::default()
+                        };
+                        match with_retries(|| api.delete(name, &dp)).await {
+                            // Gone already, or another pod of that name now.
+                            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
+                            other => other.map(|_| ()),
+                        }
+                    }
+                }
+            };
+            let ok = match result {
+                Ok(()) => true,
+                // The pod is gone: its deletion event follows.
+                Err(kube::Error::Api(e)) if e.code == 404 && write != Write::Bind => true,
+                Err(e) => {
+                    // 409 on a binding: bound already, and the watch is behind.
+                    tracing::debug!(pod = %name, ?write, error = %e, "kubelet simulator write failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    false
+                }
+            };
+            let _ = outcomes.send(Outcome {
+                key,
+                uid,
+                write,
+                ok,
+            });
+        });
+    }
+
+    fn on_outcome(&mut self, o: Outcome) {
+        let Some(state) = self.pods.get_mut(&o.key) else {
+            return;
+        };
+        if state.uid != o.uid {
+            return;
+        }
+        state.busy = false;
+        match (o.write, o.ok) {
+            // Stays assumed until the watch shows the binding.
+            (Write::Bind, true) => {}
+            (Write::Bind, false) => {
+                if state.assumed {
+                    state.assumed = false;
+                    self.place(&o.key, None);
+                }
+            }
+            (write, true) => state.done = Some(write),
+            (_, false) => {}
+        }
+        // The watch may have shown the pod's next state while the write was in flight (a
+        // binding's pod to start): act on it now. A write that succeeded is not sent again.
+        self.evaluate(&o.key);
     }
 }
 
@@ -653,5 +1030,97 @@ mod tests {
             pod_action(&unbound, &[(&a, 0, true)], 1.0),
             PodAction::Nothing
         );
+    }
+
+    /// A simulator whose API server answers every request with 201 `{}`, and its pod loop.
+    fn offline_loop() -> (KubeletSimulator, PodLoop, mpsc::UnboundedReceiver<Outcome>) {
+        let service = tower::service_fn(|_req: http::Request<kube::client::Body>| async {
+            Ok::<_, std::convert::Infallible>(
+                http::Response::builder()
+                    .status(201)
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"{}")))
+                    .expect("a response"),
+            )
+        });
+        let sim =
+            KubeletSimulator::new(Client::new(service, "default"), SimulatorConfig::default());
+        let (pod_loop, outcomes) = PodLoop::new(sim.clone());
+        (sim, pod_loop, outcomes)
+    }
+
+    fn pod(name: &str, node: Option<&str>) -> Pod {
+        let mut spec = json!({"containers": [{"name": "c", "image": "i"}]});
+        if let Some(node) = node {
+            spec["nodeName"] = json!(node);
+        }
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": "ns",
+            "uid": format!("uid-{name}")}, "spec": spec, "status": {"phase": "Pending"}}))
+        .expect("a Pod")
+    }
+
+    /// A Ready Node as the watch delivers it.
+    fn watched_node(name: &str, unschedulable: bool) -> Node {
+        let mut n = model::node_object(name, &Map::new(), &now());
+        n["spec"]["unschedulable"] = json!(unschedulable);
+        serde_json::from_value(n).expect("a Node")
+    }
+
+    fn key(name: &str) -> PodKey {
+        ("ns".to_string(), name.to_string())
+    }
+
+    #[tokio::test]
+    async fn bindings_in_flight_count_for_their_node_so_pods_spread_fewest_first() {
+        let (sim, mut pod_loop, _outcomes) = offline_loop();
+        for name in ["a", "b", "c"] {
+            sim.mark_kubelet(name, true);
+            pod_loop.on_node_event(Event::Apply(watched_node(name, name == "c")));
+        }
+        for i in 0..4 {
+            pod_loop.on_pod_event(Event::Apply(pod(&format!("p{i}"), None)));
+        }
+        // Every binding is still in flight (nothing reported back): each one was assumed.
+        let count = |n: &str| pod_loop.by_node.get(n).map_or(0, HashSet::len);
+        assert_eq!((count("a"), count("b"), count("c")), (2, 2, 0));
+        assert!(pod_loop.pending.is_empty());
+        assert!((0..4).all(|i| pod_loop.pods[&key(&format!("p{i}"))].assumed));
+    }
+
+    #[tokio::test]
+    async fn a_pod_whose_binding_the_watch_shows_before_the_answer_is_started_after_it() {
+        let (sim, mut pod_loop, _outcomes) = offline_loop();
+        sim.mark_kubelet("a", true);
+        pod_loop.on_node_event(Event::Apply(watched_node("a", false)));
+        pod_loop.on_pod_event(Event::Apply(pod("p", None)));
+        assert!(pod_loop.pods[&key("p")].busy, "binding in flight");
+        // The watch shows the binding while its request has not answered yet: nothing more.
+        pod_loop.on_pod_event(Event::Apply(pod("p", Some("a"))));
+        let state = &pod_loop.pods[&key("p")];
+        assert!(state.busy && !state.assumed && state.done.is_none());
+        // The binding's answer: the kubelet starts the pod now, not at some later event.
+        pod_loop.on_outcome(Outcome {
+            key: key("p"),
+            uid: "uid-p".into(),
+            write: Write::Bind,
+            ok: true,
+        });
+        assert!(
+            pod_loop.pods[&key("p")].busy,
+            "the Running status write is in flight"
+        );
+        pod_loop.on_outcome(Outcome {
+            key: key("p"),
+            uid: "uid-p".into(),
+            write: Write::Start,
+            ok: true,
+        });
+        let state = &pod_loop.pods[&key("p")];
+        assert_eq!(state.done, Some(Write::Start));
+        // A stale event (still Pending) does not send the status again.
+        pod_loop.on_pod_event(Event::Apply(pod("p", Some("a"))));
+        assert!(!pod_loop.pods[&key("p")].busy);
+        // Its deletion forgets it.
+        pod_loop.on_pod_event(Event::Delete(pod("p", Some("a"))));
+        assert!(pod_loop.pods.is_empty() && pod_loop.by_node.is_empty());
     }
 }
