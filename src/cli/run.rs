@@ -368,8 +368,9 @@ pub async fn client_config(
     }
 }
 
-/// The API clients, with the client-side rate limit applied to every request: both clients
-/// draw from one token bucket, so evictions share it ([`Clients::from_config_with_rate_limit`]).
+/// The API clients, with the client-side rate limit applied to every request: all clients
+/// draw from one token bucket, so evictions share it, and the window controller's requests go
+/// ahead of those waiting ([`Clients::from_config_with_rate_limit`]).
 fn api_clients(config: kube::Config, limit: ApiRateLimit) -> anyhow::Result<Clients> {
     let limit = crate::controller::rate_limit::RateLimit::new(limit.qps, limit.burst)
         .context("--kube-api-qps/--kube-api-burst")?;

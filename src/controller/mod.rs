@@ -44,10 +44,14 @@ use std::time::Duration;
 /// (correct, but a refused eviction is then only reported once kube has given up retrying).
 #[derive(Clone)]
 pub struct Clients {
-    /// Everything but evictions.
+    /// Everything but evictions and the MaintenanceWindow controller.
     pub api: kube::Client,
     /// Evictions.
     pub evictions: kube::Client,
+    /// The MaintenanceWindow controller: with a client-side rate limit, its requests go ahead
+    /// of the others waiting for a token (a handover waits for its create, not behind a drain's
+    /// evictions and reads); otherwise the same client as `api`.
+    pub windows: kube::Client,
 }
 
 impl Clients {
@@ -60,11 +64,16 @@ impl Clients {
         let mut no_retry = config;
         no_retry.default_retry = false;
         let evictions = kube::Client::try_from(no_retry)?;
-        Ok(Clients { api, evictions })
+        Ok(Clients {
+            windows: api.clone(),
+            api,
+            evictions,
+        })
     }
 
-    /// Build both clients from one configuration, every request of both drawing from one
-    /// client-side token bucket of `limit` (see [`rate_limit`]).
+    /// Build the clients from one configuration, every request of each drawing from one
+    /// client-side token bucket of `limit` (see [`rate_limit`]); the MaintenanceWindow
+    /// controller's go ahead of the others waiting (`RateLimitLayer::first`).
     ///
     /// The limiter sits below the API client's retry of 429, 503 and 504 answers (kube's
     /// default retry policy, rebuilt here around the limiter), so every retry takes a token
@@ -86,10 +95,19 @@ impl Clients {
             .with_layer(&tower::buffer::BufferLayer::new(1024))
             .with_layer(&tower::retry::RetryLayer::new(RetryPolicy::server_retry()))
             .build();
+        let windows = ClientBuilder::try_from(no_retry.clone())?
+            .with_layer(&rate_limit::RateLimitLayer::first(limiter.clone()))
+            .with_layer(&tower::buffer::BufferLayer::new(1024))
+            .with_layer(&tower::retry::RetryLayer::new(RetryPolicy::server_retry()))
+            .build();
         let evictions = ClientBuilder::try_from(no_retry)?
             .with_layer(&rate_limit::RateLimitLayer::new(limiter))
             .build();
-        Ok(Clients { api, evictions })
+        Ok(Clients {
+            api,
+            evictions,
+            windows,
+        })
     }
 
     /// Build both clients from kubeconfig YAML (for example `Sandbox::kubeconfig()`), using its
@@ -107,7 +125,8 @@ impl Clients {
     pub fn shared(client: kube::Client) -> Self {
         Clients {
             api: client.clone(),
-            evictions: client,
+            evictions: client.clone(),
+            windows: client,
         }
     }
 }
@@ -320,7 +339,7 @@ async fn run_with(
         shutdown.clone(),
     );
     let maintenance_window = maintenance_window::run(
-        clients.api,
+        clients.windows,
         clock,
         config,
         window_stats,

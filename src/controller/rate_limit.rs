@@ -97,6 +97,26 @@ impl TokenBucket {
             Duration::from_secs_f64(-self.tokens / self.limit.qps)
         }
     }
+
+    /// Take a token for a request that goes ahead of those waiting: it waits only for its own
+    /// token to refill, as if nobody were queued. Its token is still taken, so the requests
+    /// reserved after it wait the longer for it and the rate over time holds. For the few
+    /// requests whose latency is the user-visible pace (a window's next create), when many
+    /// more (a drain's evictions and reads) queue behind the limit.
+    pub fn reserve_first(&mut self, now: Instant) -> Duration {
+        let now = now.max(self.at);
+        let refill = now.duration_since(self.at).as_secs_f64() * self.limit.qps;
+        self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
+        self.at = now;
+        let queued = (-self.tokens).max(0.0);
+        self.tokens -= 1.0;
+        let own = self.tokens + queued;
+        if own >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-own / self.limit.qps)
+        }
+    }
 }
 
 /// A token bucket shared by every client built with it. Cloning shares it.
@@ -127,18 +147,39 @@ impl RateLimiter {
             .unwrap_or_else(|e| e.into_inner())
             .reserve(Instant::now())
     }
+
+    /// Take a token now, ahead of those waiting ([`TokenBucket::reserve_first`]).
+    pub fn reserve_first(&self) -> Duration {
+        self.bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reserve_first(Instant::now())
+    }
 }
 
 /// A tower layer that makes every request through it take a token of a [`RateLimiter`].
 #[derive(Clone, Debug)]
 pub struct RateLimitLayer {
     limiter: RateLimiter,
+    first: bool,
 }
 
 impl RateLimitLayer {
     /// Limit requests with `limiter`.
     pub fn new(limiter: RateLimiter) -> Self {
-        RateLimitLayer { limiter }
+        RateLimitLayer {
+            limiter,
+            first: false,
+        }
+    }
+
+    /// Limit requests with `limiter`, each going ahead of the requests of the other layers
+    /// waiting on it ([`RateLimiter::reserve_first`]).
+    pub fn first(limiter: RateLimiter) -> Self {
+        RateLimitLayer {
+            limiter,
+            first: true,
+        }
     }
 }
 
@@ -149,6 +190,7 @@ impl<S> tower::Layer<S> for RateLimitLayer {
         RateLimited {
             inner,
             limiter: self.limiter.clone(),
+            first: self.first,
             state: State::Idle,
         }
     }
@@ -171,6 +213,7 @@ enum State {
 pub struct RateLimited<S> {
     inner: S,
     limiter: RateLimiter,
+    first: bool,
     state: State,
 }
 
@@ -180,6 +223,7 @@ impl<S: Clone> Clone for RateLimited<S> {
         RateLimited {
             inner: self.inner.clone(),
             limiter: self.limiter.clone(),
+            first: self.first,
             state: State::Idle,
         }
     }
@@ -197,7 +241,11 @@ where
         loop {
             match &mut self.state {
                 State::Idle => {
-                    let wait = self.limiter.reserve();
+                    let wait = if self.first {
+                        self.limiter.reserve_first()
+                    } else {
+                        self.limiter.reserve()
+                    };
                     self.state = if wait.is_zero() {
                         State::Granted
                     } else {
@@ -231,6 +279,27 @@ mod tests {
 
     fn limit(qps: f64, burst: u32) -> RateLimit {
         RateLimit::new(qps, burst).unwrap()
+    }
+
+    #[test]
+    fn a_first_request_waits_only_for_its_own_token_and_the_queue_pays_for_it() {
+        let t0 = Instant::now();
+        let mut bucket = TokenBucket::new(limit(10.0, 2), t0);
+        // A full bucket: no wait either way.
+        assert_eq!(bucket.reserve_first(t0), ms(0));
+        assert_eq!(bucket.reserve(t0), ms(0));
+        // Ten requests queue: the last waits a second.
+        let queued: Vec<Duration> = (0..10).map(|_| bucket.reserve(t0)).collect();
+        assert_eq!(queued[9], ms(1000));
+        // A first request goes after one refill (100 ms), not after the queue.
+        let first = bucket.reserve_first(t0);
+        assert!((first.as_secs_f64() - 0.1).abs() < 1e-9, "{first:?}");
+        // Its token was taken: the next queued request waits one refill more.
+        let next = bucket.reserve(t0);
+        assert!((next.as_secs_f64() - 1.2).abs() < 1e-9, "{next:?}");
+        // Once the queue is paid, first and queued requests are alike.
+        let later = t0 + Duration::from_secs(5);
+        assert_eq!(bucket.reserve_first(later), ms(0));
     }
 
     #[test]
