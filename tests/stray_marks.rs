@@ -148,3 +148,47 @@ async fn at_start_stray_marks_are_removed_but_a_persons_cordon_and_live_maintena
     );
     drop(ctl);
 }
+
+/// Found by the chaos harness (seed 11769): the cleanup of the last reconciled NodeMaintenance
+/// of a node left the node to a second one created moments before and not reconciled yet (no
+/// finalizer). Deleted at once, that one went with no cleanup of its own, and the node stayed
+/// cordoned, tainted and leased. A NodeMaintenance without nmo's finalizer is no heir now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_maintenance_not_yet_reconciled_does_not_keep_the_node_for_itself() {
+    use nmo::sandbox::{Fault, FaultRule};
+    let c = cluster().await;
+    c.add_node("worker-1").await;
+    let ctl = c.start_controller(test_config());
+    c.create_nm("nm-1", "worker-1").await;
+    c.wait_phase("nm-1", MaintenancePhase::Succeeded, T).await;
+
+    // nm-2 names the same node, but nmo cannot reconcile it: its finalizer is never added.
+    let held = c
+        .sandbox
+        .faults()
+        .add(
+            FaultRule::new(Fault::Status(500))
+                .verbs(&["patch", "update"])
+                .resources(&["nodemaintenances"])
+                .names(&["nm-2"]),
+        )
+        .unwrap();
+    c.create_nm("nm-2", "worker-1").await;
+    eventually("nmo to try adding nm-2's finalizer", T, || async {
+        (c.sandbox.faults().hits(held) >= 1).then_some(())
+    })
+    .await;
+    let nm2 = c.nms().get("nm-2").await.unwrap();
+    assert!(nm2.metadata.finalizers.unwrap_or_default().is_empty());
+
+    // nm-1 goes, then nm-2 (at once: it has no finalizer). Nothing is left to put the node back
+    // but nm-1's cleanup.
+    c.delete_nm("nm-1").await;
+    wait_gone(&c.nms(), "nm-1", T).await;
+    c.delete_nm("nm-2").await;
+    wait_gone(&c.nms(), "nm-2", T).await;
+    let node = wait_clean(&c, "worker-1").await;
+    assert!(!unschedulable(&node), "put back into service: {node:?}");
+    assert!(taint_keys(&node).is_empty(), "{:?}", taint_keys(&node));
+    drop(ctl);
+}

@@ -357,15 +357,27 @@ pub fn seed_of(name: &str) -> u64 {
     crate::controller::backoff::seed_of(name)
 }
 
-/// The names of the other live NodeMaintenances (not being deleted, not `this`) that name the
-/// node of `this`. Cleanup of `this` leaves the node, its marks and the lease to them while
-/// there is any: only the last one restores the node.
+/// The names of the other live NodeMaintenances (not being deleted, not `this`, and holding
+/// nmo's finalizer) that name the node of `this`. Cleanup of `this` leaves the node, its marks
+/// and the lease to them while there is any: only the last one restores the node.
+///
+/// One without the finalizer yet (created moments ago, not reconciled) is no heir: deleted
+/// before nmo reconciles it, it goes at once with no cleanup of its own, and the node kept for
+/// it would stay marked. So the node is restored, and such a NodeMaintenance puts it into
+/// maintenance again at its first reconcile. Found by the chaos harness (seed 11769).
 pub fn live_siblings(this: &NodeMaintenance, all: &[NodeMaintenance]) -> Vec<String> {
     let mut names: Vec<String> = all
         .iter()
         .filter(|o| o.metadata.uid != this.metadata.uid)
         .filter(|o| o.spec.node_name == this.spec.node_name)
         .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .filter(|o| {
+            o.metadata
+                .finalizers
+                .iter()
+                .flatten()
+                .any(|f| f == crate::api::FINALIZER)
+        })
         .filter_map(|o| o.metadata.name.clone())
         .collect();
     names.sort();

@@ -565,6 +565,10 @@ mod decide_tests {
             self.0.metadata.deletion_timestamp = Some(crate::api::to_time(t(0)));
             self
         }
+        fn finalized(mut self) -> Self {
+            self.0.metadata.finalizers = Some(vec![crate::api::FINALIZER.into()]);
+            self
+        }
         fn build(self) -> NodeMaintenance {
             self.0
         }
@@ -925,12 +929,14 @@ mod decide_tests {
 
     #[test]
     fn only_live_other_maintenances_of_the_node_keep_it_at_cleanup() {
-        let this = nm("m").deleting().build();
+        let this = nm("m").deleting().finalized().build();
         let all = vec![
             this.clone(),
-            nm("other").build(),
-            nm("also-deleting").deleting().build(),
-            nm("elsewhere").on("b").build(),
+            nm("other").finalized().build(),
+            nm("also-deleting").deleting().finalized().build(),
+            nm("elsewhere").on("b").finalized().build(),
+            // Not reconciled yet: deleted now, it would go with no cleanup of its own.
+            nm("unreconciled").build(),
         ];
         assert_eq!(live_siblings(&this, &all), ["other"]);
         assert!(live_siblings(&this, std::slice::from_ref(&this)).is_empty());
