@@ -162,7 +162,7 @@ impl Store {
     /// An owner in foreground deletion loses its `foregroundDeletion` finalizer once its
     /// dependents are gone.
     fn finish_foreground(&mut self, owner_uid: &str) {
-        if !self.dependents(owner_uid).is_empty() {
+        if self.has_dependents(owner_uid) {
             return;
         }
         let Some(key) = self.key_of_uid(owner_uid) else {
@@ -378,7 +378,7 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         self.prepare_create(rt, ns, &mut obj)?;
         let key = self.key_of(rt, ns, &obj);
-        if self.get(&key.gr, &key.ns, &key.name).is_some() {
+        if self.get_object(&key.gr, &key.ns, &key.name).is_some() {
             return Err(ApiError::already_exists(rt, &key.name));
         }
         Ok(self.commit(&key, Some(obj)).expect("a write commits"))

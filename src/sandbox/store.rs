@@ -994,6 +994,11 @@ impl Store {
         self.uids.get(uid).cloned()
     }
 
+    /// Does any object name this uid as an owner?
+    pub fn has_dependents(&self, uid: &str) -> bool {
+        self.owners.get(uid).is_some_and(|s| !s.is_empty())
+    }
+
     /// The objects that name this uid as an owner.
     pub fn dependents(&self, uid: &str) -> Vec<ObjKey> {
         self.owners
@@ -1022,7 +1027,7 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         self.prepare_create(rt, ns, &mut obj)?;
         let key = self.key_of(rt, ns, &obj);
-        if self.get(&key.gr, ns, &key.name).is_some() {
+        if self.get_object(&key.gr, ns, &key.name).is_some() {
             return Err(ApiError::already_exists(rt, &key.name));
         }
         let out = self.commit(&key, Some(obj)).expect("a write commits");
@@ -1167,7 +1172,7 @@ impl Store {
         }
         self.prepare_create(rt, ns, &mut obj)?;
         let key = self.key_of(rt, ns, &obj);
-        if self.get(&key.gr, &key.ns, &key.name).is_some() {
+        if self.get_object(&key.gr, &key.ns, &key.name).is_some() {
             return Err(ApiError::already_exists(rt, &key.name));
         }
         if !rt.custom {
@@ -1530,7 +1535,7 @@ impl Store {
         }
         let mut fins = finalizers(&obj);
         if propagation == "Foreground"
-            && !self.dependents(uid_of(old).unwrap_or_default()).is_empty()
+            && self.has_dependents(uid_of(old).unwrap_or_default())
             && !fins.iter().any(|f| f == "foregroundDeletion")
         {
             fins.push("foregroundDeletion".into());
@@ -1726,18 +1731,29 @@ impl Store {
         self.validate(rt, version, obj, Some(old))
     }
 
-    /// The schedulable node with the fewest pods, other than `avoid`.
+    /// The schedulable node with the fewest pods, other than `avoid` (the first by name among
+    /// equals), as [`crate::kubelet::model::pick_node`] picks it. The nodes are walked in name
+    /// order, so a later node wins only with fewer pods: only those are checked.
     pub fn pick_node(&self, pod: &Value, avoid: Option<&str>) -> Option<String> {
         let nodes = self.tables.get(&gr("", "nodes"))?;
-        let nodes: Vec<(Arc<Value>, usize)> = nodes
-            .objects
-            .iter()
-            .map(|((_, name), n)| {
-                let count = self.pods_per_node.get(name).copied().unwrap_or(0);
-                (n.value(), count)
-            })
-            .collect();
-        crate::kubelet::model::pick_node(pod, nodes.iter().map(|(n, c)| (&**n, *c)), avoid)
+        let mut best: Option<(usize, &str)> = None;
+        for ((_, name), n) in &nodes.objects {
+            if Some(name.as_str()) == avoid {
+                continue;
+            }
+            let count = self.pods_per_node.get(name).copied().unwrap_or(0);
+            if best.is_some_and(|(c, _)| count >= c) {
+                continue;
+            }
+            let node = n.value();
+            if crate::kubelet::model::pick_node(pod, [(&*node, count)], avoid).is_some() {
+                best = Some((count, name));
+                if count == 0 {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, name)| name.to_string())
     }
 }
 

@@ -210,7 +210,7 @@ impl Store {
             return;
         }
         let key = self.key_of(&rt, ns, &obj);
-        if self.get(&key.gr, &key.ns, &key.name).is_none() {
+        if self.get_object(&key.gr, &key.ns, &key.name).is_none() {
             self.commit(&key, Some(obj));
         }
     }
