@@ -80,9 +80,9 @@ pub struct Object {
     /// The JSON object without apiVersion and kind (`{"metadata":…}`).
     body: bytes::Bytes,
     /// `metadata.labels`, sorted by key.
-    labels: Box<[(Box<str>, Box<str>)]>,
+    labels: Box<[(Arc<str>, Arc<str>)]>,
     /// The values of the kind's [`indexed_fields`], in that order.
-    fields: Box<[Box<str>]>,
+    fields: Box<[Arc<str>]>,
     indexed: &'static [&'static str],
     /// Its controller's owner reference, shared by the objects of one controller.
     controller: Option<Arc<Controller>>,
@@ -161,6 +161,11 @@ struct Interned {
     /// By uid; dead entries are swept when the map has doubled since the last sweep.
     controllers: HashMap<Box<str>, std::sync::Weak<Controller>>,
     sweep_at: usize,
+    /// Label keys and values and indexed field values (`app: web` on every pod of a
+    /// ReplicaSet, the node names, `Running`); the ones no object holds any more are swept
+    /// when the set has doubled since the last sweep.
+    strings: std::collections::HashSet<Arc<str>>,
+    strings_sweep_at: usize,
 }
 
 impl Interned {
@@ -173,6 +178,19 @@ impl Interned {
         if self.names.len() < 16 {
             self.names.push(a.clone());
         }
+        a
+    }
+
+    fn string(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        if self.strings.len() >= self.strings_sweep_at {
+            self.strings.retain(|a| Arc::strong_count(a) > 1);
+            self.strings_sweep_at = (self.strings.len() * 2).max(256);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(a.clone());
         a
     }
 
@@ -217,23 +235,25 @@ impl Object {
             }
             None => serde_json::to_writer(&mut body, v).expect("a JSON value serialises"),
         }
-        let mut labels: Vec<(Box<str>, Box<str>)> = v
+        let mut labels: Vec<(Arc<str>, Arc<str>)> = v
             .pointer("/metadata/labels")
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
-            .filter_map(|(k, v)| Some((k.as_str().into(), v.as_str()?.into())))
+            .filter_map(|(k, v)| Some((names.string(k), names.string(v.as_str()?))))
             .collect();
         labels.sort();
         let indexed = indexed_fields(gr);
         let fields = indexed
             .iter()
-            .map(|f| super::selectors::field_value(v, f).into_boxed_str())
+            .map(|f| names.string(&super::selectors::field_value(v, f)))
             .collect();
         Object {
             api_version,
             kind,
-            body: bytes::Bytes::from(body),
+            // Boxed first: the buffer shrinks to the JSON, and `Bytes` needs no header of its
+            // own (from a `Vec` with spare room it keeps the room and adds one).
+            body: bytes::Bytes::from(body.into_boxed_slice()),
             labels: labels.into_boxed_slice(),
             fields,
             indexed,
