@@ -12,6 +12,7 @@ use super::store::{
     node_ready, owner_uids, running_status, set_meta, uid_of,
 };
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 impl Store {
@@ -161,7 +162,7 @@ impl Store {
     /// An owner in foreground deletion loses its `foregroundDeletion` finalizer once its
     /// dependents are gone.
     fn finish_foreground(&mut self, owner_uid: &str) {
-        if !self.dependents(owner_uid).is_empty() {
+        if self.has_dependents(owner_uid) {
             return;
         }
         let Some(key) = self.key_of_uid(owner_uid) else {
@@ -252,15 +253,8 @@ impl Store {
         let Some(owner) = self.get(&key.gr, &key.ns, &key.name) else {
             return;
         };
-        let pods: Vec<Arc<Value>> = self
-            .dependents(owner_uid)
-            .into_iter()
-            .filter(|k| k.gr.0.is_empty() && k.gr.1 == "pods")
-            .filter_map(|k| self.get(&k.gr, &k.ns, &k.name))
-            .filter(|p| p.pointer("/metadata/deletionTimestamp").is_none())
-            .collect();
-        let total = pods.len() as i64;
-        let ready = pods.iter().filter(|p| pdb::pod_healthy(p)).count() as i64;
+        let counts = self.owned_pods(owner_uid);
+        let (total, ready) = (counts.live as i64, counts.ready as i64);
         let generation = owner
             .pointer("/metadata/generation")
             .cloned()
@@ -384,7 +378,7 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         self.prepare_create(rt, ns, &mut obj)?;
         let key = self.key_of(rt, ns, &obj);
-        if self.get(&key.gr, &key.ns, &key.name).is_some() {
+        if self.get_object(&key.gr, &key.ns, &key.name).is_some() {
             return Err(ApiError::already_exists(rt, &key.name));
         }
         Ok(self.commit(&key, Some(obj)).expect("a write commits"))
@@ -504,53 +498,43 @@ impl Store {
         let mut views = Vec::new();
         let mut scales: Vec<(String, i64)> = Vec::new();
         if let (Some(sel), Some(pods)) = (selector, self.tables.get(&gr("", "pods"))) {
+            // The scale of each controller met, by (kind, name, uid): None when it is not
+            // a ReplicaSet or StatefulSet that exists.
+            let mut known: HashMap<(&str, &str, &str), Option<i64>> = HashMap::new();
             for (_, p) in pods.in_namespace(ns) {
-                // Selected by the stored labels; only the selected pods are parsed.
+                // Selected by the stored labels and read from the stored facts: no pod is
+                // parsed.
                 if !sel.matches_with(|k| p.label(k)) {
                     continue;
                 }
-                let parsed = p.value();
-                let p: &Value = &parsed;
                 let mut scaled = None;
-                if let Some(owner) = Self::controller_ref(p)
-                    && matches!(
-                        owner.get("kind").and_then(Value::as_str),
-                        Some("ReplicaSet" | "StatefulSet")
-                    )
+                if let Some(c) = p.controller()
+                    && matches!(&*c.kind, "ReplicaSet" | "StatefulSet")
                 {
-                    let uid = owner
-                        .get("uid")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string();
-                    let plural = if owner.get("kind").and_then(Value::as_str) == Some("ReplicaSet")
-                    {
-                        "replicasets"
-                    } else {
-                        "statefulsets"
-                    };
-                    let oname = owner
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default();
-                    if let Some(o) = self
-                        .get(&gr("apps", plural), ns, oname)
-                        .filter(|o| uid_of(o) == Some(&uid))
-                    {
-                        if !scales.iter().any(|(u, _)| *u == uid) {
-                            scales.push((
-                                uid.clone(),
+                    let scale = *known.entry((&c.kind, &c.name, &c.uid)).or_insert_with(|| {
+                        let plural = if &*c.kind == "ReplicaSet" {
+                            "replicasets"
+                        } else {
+                            "statefulsets"
+                        };
+                        self.get(&gr("apps", plural), ns, &c.name)
+                            .filter(|o| uid_of(o) == Some(&*c.uid))
+                            .map(|o| {
                                 o.pointer("/spec/replicas")
                                     .and_then(Value::as_i64)
-                                    .unwrap_or(1),
-                            ));
+                                    .unwrap_or(1)
+                            })
+                    });
+                    if let Some(r) = scale {
+                        if !scales.iter().any(|(u, _)| **u == *c.uid) {
+                            scales.push((c.uid.to_string(), r));
                         }
-                        scaled = Some(uid);
+                        scaled = Some(c.uid.to_string());
                     }
                 }
                 views.push(PodView {
-                    healthy: pdb::pod_healthy(p),
-                    terminating: p.pointer("/metadata/deletionTimestamp").is_some(),
+                    healthy: p.healthy(),
+                    terminating: p.terminating(),
                     scaled_controller: scaled,
                 });
             }

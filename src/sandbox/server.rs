@@ -1183,19 +1183,21 @@ fn list(
 // --- sim: LIST bodies streamed from the stored bytes ---
 
 /// A LIST body spliced from the stored objects: the list's head, each item's stored bytes
-/// (shared with the store, not copied) with a comma between, then `]}`. Its length is known
-/// up front, so hyper sends it with a Content-Length and writes the frames as they come: no
-/// copy of the whole list is ever made, and the first bytes leave before the last item is
-/// read.
+/// with a comma between, then `]}`, sent in frames of about [`LIST_FRAME`] bytes. Its length
+/// is known up front, so hyper sends it with a Content-Length and writes the frames as they
+/// come: no copy of the whole list is ever made, and the first bytes leave before the last
+/// item is read. (A frame per item made 300,000 frames for 150,000 pods, each a write and,
+/// over TLS, a record of its own.)
 struct SplicedList {
     head: Option<Bytes>,
     items: std::vec::IntoIter<Arc<Object>>,
-    /// An item waiting behind its comma.
-    pending: Option<Bytes>,
     started: bool,
     tail: Option<Bytes>,
     remaining: u64,
 }
+
+/// The size a LIST body's frames are filled to.
+const LIST_FRAME: usize = 64 * 1024;
 
 impl SplicedList {
     fn new(head: Bytes, items: Vec<Arc<Object>>) -> Self {
@@ -1205,10 +1207,36 @@ impl SplicedList {
             remaining: (head.len() + items_len + commas + 2) as u64,
             head: Some(head),
             items: items.into_iter(),
-            pending: None,
             started: false,
             tail: Some(Bytes::from_static(b"]}")),
         }
+    }
+
+    /// The next frame: the head and items (with their commas) until it holds
+    /// [`LIST_FRAME`] bytes, and the tail after the last item.
+    fn next_frame(&mut self) -> Option<Bytes> {
+        let mut buf = Vec::with_capacity(LIST_FRAME + 4096);
+        if let Some(h) = self.head.take() {
+            buf.extend_from_slice(&h);
+        }
+        while buf.len() < LIST_FRAME {
+            match self.items.next() {
+                Some(o) => {
+                    if self.started {
+                        buf.push(b',');
+                    }
+                    self.started = true;
+                    buf.extend_from_slice(o.body());
+                }
+                None => {
+                    if let Some(t) = self.tail.take() {
+                        buf.extend_from_slice(&t);
+                    }
+                    break;
+                }
+            }
+        }
+        (!buf.is_empty()).then(|| Bytes::from(buf))
     }
 }
 
@@ -1221,23 +1249,7 @@ impl hyper::body::Body for SplicedList {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = &mut *self;
-        let next = if let Some(h) = this.head.take() {
-            Some(h)
-        } else if let Some(p) = this.pending.take() {
-            Some(p)
-        } else if let Some(o) = this.items.next() {
-            let body = o.body().clone();
-            if this.started {
-                this.pending = Some(body);
-                Some(Bytes::from_static(b","))
-            } else {
-                this.started = true;
-                Some(body)
-            }
-        } else {
-            this.tail.take()
-        };
-        std::task::Poll::Ready(next.map(|b| {
+        std::task::Poll::Ready(this.next_frame().map(|b| {
             this.remaining = this.remaining.saturating_sub(b.len() as u64);
             Ok(Frame::data(b))
         }))

@@ -80,12 +80,45 @@ pub struct Object {
     /// The JSON object without apiVersion and kind (`{"metadata":…}`).
     body: bytes::Bytes,
     /// `metadata.labels`, sorted by key.
-    labels: Box<[(Box<str>, Box<str>)]>,
+    labels: Box<[(Arc<str>, Arc<str>)]>,
     /// The values of the kind's [`indexed_fields`], in that order.
-    fields: Box<[Box<str>]>,
+    fields: Box<[Arc<str>]>,
     indexed: &'static [&'static str],
+    /// Its controller's owner reference, shared by the objects of one controller.
+    controller: Option<Arc<Controller>>,
+    /// Has a `deletionTimestamp`.
+    terminating: bool,
+    /// Ready and not terminating ([`super::pdb::pod_healthy`]).
+    healthy: bool,
     /// The parsed object, for the kinds kept parsed.
     parsed: Option<Arc<Value>>,
+}
+
+/// An object's controller (the owner reference with `controller: true`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Controller {
+    /// `kind`.
+    pub kind: Box<str>,
+    /// `name`.
+    pub name: Box<str>,
+    /// `uid`.
+    pub uid: Box<str>,
+}
+
+impl Controller {
+    fn of(v: &Value) -> Option<Controller> {
+        let r = v
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))?;
+        let text = |k: &str| r.get(k).and_then(Value::as_str).unwrap_or_default().into();
+        Some(Controller {
+            kind: text("kind"),
+            name: text("name"),
+            uid: text("uid"),
+        })
+    }
 }
 
 /// The field-selector fields kept beside an object's bytes; other fields are read from the
@@ -120,21 +153,60 @@ fn keep_parsed(gr: &GroupResource) -> bool {
     )
 }
 
-/// Strings every object of a table repeats (apiVersion, kind), shared.
+/// Strings every object of a table repeats (apiVersion, kind), and the controller references
+/// its objects share (all pods of a ReplicaSet), shared.
 #[derive(Debug, Default)]
-struct Interned(Vec<Arc<str>>);
+struct Interned {
+    names: Vec<Arc<str>>,
+    /// By uid; dead entries are swept when the map has doubled since the last sweep.
+    controllers: HashMap<Box<str>, std::sync::Weak<Controller>>,
+    sweep_at: usize,
+    /// Label keys and values and indexed field values (`app: web` on every pod of a
+    /// ReplicaSet, the node names, `Running`); the ones no object holds any more are swept
+    /// when the set has doubled since the last sweep.
+    strings: std::collections::HashSet<Arc<str>>,
+    strings_sweep_at: usize,
+}
 
 impl Interned {
     fn get(&mut self, s: &str) -> Arc<str> {
-        if let Some(a) = self.0.iter().find(|a| &***a == s) {
+        if let Some(a) = self.names.iter().find(|a| &***a == s) {
             return a.clone();
         }
         let a: Arc<str> = Arc::from(s);
         // A handful per table; a table fed odd apiVersions does not grow without bound.
-        if self.0.len() < 16 {
-            self.0.push(a.clone());
+        if self.names.len() < 16 {
+            self.names.push(a.clone());
         }
         a
+    }
+
+    fn string(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.strings.get(s) {
+            return a.clone();
+        }
+        if self.strings.len() >= self.strings_sweep_at {
+            self.strings.retain(|a| Arc::strong_count(a) > 1);
+            self.strings_sweep_at = (self.strings.len() * 2).max(256);
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.strings.insert(a.clone());
+        a
+    }
+
+    fn controller(&mut self, c: Controller) -> Arc<Controller> {
+        if let Some(known) = self.controllers.get(&c.uid).and_then(|w| w.upgrade())
+            && *known == c
+        {
+            return known;
+        }
+        let c = Arc::new(c);
+        if self.controllers.len() >= self.sweep_at {
+            self.controllers.retain(|_, w| w.strong_count() > 0);
+            self.sweep_at = (self.controllers.len() * 2).max(64);
+        }
+        self.controllers.insert(c.uid.clone(), Arc::downgrade(&c));
+        c
     }
 }
 
@@ -163,28 +235,56 @@ impl Object {
             }
             None => serde_json::to_writer(&mut body, v).expect("a JSON value serialises"),
         }
-        let mut labels: Vec<(Box<str>, Box<str>)> = v
+        let mut labels: Vec<(Arc<str>, Arc<str>)> = v
             .pointer("/metadata/labels")
             .and_then(Value::as_object)
             .into_iter()
             .flatten()
-            .filter_map(|(k, v)| Some((k.as_str().into(), v.as_str()?.into())))
+            .filter_map(|(k, v)| Some((names.string(k), names.string(v.as_str()?))))
             .collect();
         labels.sort();
         let indexed = indexed_fields(gr);
         let fields = indexed
             .iter()
-            .map(|f| super::selectors::field_value(v, f).into_boxed_str())
+            .map(|f| names.string(&super::selectors::field_value(v, f)))
             .collect();
         Object {
             api_version,
             kind,
-            body: bytes::Bytes::from(body),
+            // Boxed first: the buffer shrinks to the JSON, and `Bytes` needs no header of its
+            // own (from a `Vec` with spare room it keeps the room and adds one).
+            body: bytes::Bytes::from(body.into_boxed_slice()),
             labels: labels.into_boxed_slice(),
             fields,
             indexed,
+            controller: Controller::of(v).map(|c| names.controller(c)),
+            terminating: v.pointer("/metadata/deletionTimestamp").is_some(),
+            healthy: super::pdb::pod_healthy(v),
             parsed: parsed.filter(|_| keep_parsed(gr)),
         }
+    }
+
+    /// Its controller's owner reference.
+    pub fn controller(&self) -> Option<&Controller> {
+        self.controller.as_deref()
+    }
+
+    /// Has a `deletionTimestamp`.
+    pub fn terminating(&self) -> bool {
+        self.terminating
+    }
+
+    /// Ready (its `Ready` condition True) and not terminating: a healthy pod for a PDB.
+    pub fn healthy(&self) -> bool {
+        self.healthy
+    }
+
+    /// The value of one of the kind's indexed fields (`status.phase` of a pod).
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.indexed
+            .iter()
+            .position(|i| *i == name)
+            .map(|i| &*self.fields[i])
     }
 
     /// The object as a JSON value (parsed from the bytes, unless kept parsed).
@@ -441,6 +541,9 @@ pub struct Store {
     pub pods_by_node: HashMap<String, BTreeSet<(String, String)>>,
     /// Pods waiting for a node: (namespace, name).
     pub pending_pods: BTreeSet<(String, String)>,
+    /// Pod counts by owner uid, so a workload controller's reaction to one pod costs the same
+    /// whatever its owner's size.
+    owned_pods: HashMap<String, OwnedPods>,
     history_limit: usize,
     /// Source of timestamps.
     pub clock: Arc<dyn Clock>,
@@ -450,6 +553,45 @@ pub struct Store {
     pub workload_controllers: bool,
     timers: mpsc::UnboundedSender<Timer>,
     queue: VecDeque<Arc<Change>>,
+}
+
+/// The pods of one owner, counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct OwnedPods {
+    /// Pods naming it as an owner, not terminating.
+    pub live: usize,
+    /// Of those, the Ready ones.
+    pub ready: usize,
+    /// Pods it is the controller of, not terminating and neither Succeeded nor Failed.
+    pub active: usize,
+}
+
+impl OwnedPods {
+    /// What one pod adds to each of its owners' counts.
+    fn of_pod(v: &Value) -> Vec<(String, OwnedPods)> {
+        let terminating = v.pointer("/metadata/deletionTimestamp").is_some();
+        let healthy = super::pdb::pod_healthy(v);
+        let done = matches!(
+            v.pointer("/status/phase").and_then(Value::as_str),
+            Some("Succeeded" | "Failed")
+        );
+        let controller = Controller::of(v).map(|c| c.uid);
+        let mut uids = owner_uids(v);
+        uids.sort();
+        uids.dedup();
+        uids.into_iter()
+            .map(|uid| {
+                let counts = OwnedPods {
+                    live: usize::from(!terminating),
+                    ready: usize::from(healthy),
+                    active: usize::from(
+                        !terminating && !done && controller.as_deref() == Some(uid.as_str()),
+                    ),
+                };
+                (uid, counts)
+            })
+            .collect()
+    }
 }
 
 /// Group and plural of pods, nodes and friends.
@@ -475,6 +617,7 @@ impl Store {
             pods_per_node: HashMap::new(),
             pods_by_node: HashMap::new(),
             pending_pods: BTreeSet::new(),
+            owned_pods: HashMap::new(),
             history_limit,
             clock,
             speed,
@@ -804,6 +947,22 @@ impl Store {
             }
         }
         if key.gr.0.is_empty() && key.gr.1 == "pods" {
+            for (uid, c) in old.map(OwnedPods::of_pod).unwrap_or_default() {
+                if let Some(n) = self.owned_pods.get_mut(&uid) {
+                    n.live = n.live.saturating_sub(c.live);
+                    n.ready = n.ready.saturating_sub(c.ready);
+                    n.active = n.active.saturating_sub(c.active);
+                    if *n == OwnedPods::default() {
+                        self.owned_pods.remove(&uid);
+                    }
+                }
+            }
+            for (uid, c) in new.map(OwnedPods::of_pod).unwrap_or_default() {
+                let n = self.owned_pods.entry(uid).or_default();
+                n.live += c.live;
+                n.ready += c.ready;
+                n.active += c.active;
+            }
             let counted = |v: &Value| {
                 let node = v.pointer("/spec/nodeName").and_then(Value::as_str)?;
                 (v.pointer("/metadata/deletionTimestamp").is_none()).then(|| node.to_string())
@@ -855,12 +1014,22 @@ impl Store {
         self.uids.get(uid).cloned()
     }
 
+    /// Does any object name this uid as an owner?
+    pub fn has_dependents(&self, uid: &str) -> bool {
+        self.owners.get(uid).is_some_and(|s| !s.is_empty())
+    }
+
     /// The objects that name this uid as an owner.
     pub fn dependents(&self, uid: &str) -> Vec<ObjKey> {
         self.owners
             .get(uid)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The counts of the pods an owner (by uid) has.
+    pub fn owned_pods(&self, uid: &str) -> OwnedPods {
+        self.owned_pods.get(uid).copied().unwrap_or_default()
     }
 
     /// Take the next change waiting for reactions.
@@ -878,7 +1047,7 @@ impl Store {
     ) -> Result<Arc<Value>, ApiError> {
         self.prepare_create(rt, ns, &mut obj)?;
         let key = self.key_of(rt, ns, &obj);
-        if self.get(&key.gr, ns, &key.name).is_some() {
+        if self.get_object(&key.gr, ns, &key.name).is_some() {
             return Err(ApiError::already_exists(rt, &key.name));
         }
         let out = self.commit(&key, Some(obj)).expect("a write commits");
@@ -1023,7 +1192,7 @@ impl Store {
         }
         self.prepare_create(rt, ns, &mut obj)?;
         let key = self.key_of(rt, ns, &obj);
-        if self.get(&key.gr, &key.ns, &key.name).is_some() {
+        if self.get_object(&key.gr, &key.ns, &key.name).is_some() {
             return Err(ApiError::already_exists(rt, &key.name));
         }
         if !rt.custom {
@@ -1386,7 +1555,7 @@ impl Store {
         }
         let mut fins = finalizers(&obj);
         if propagation == "Foreground"
-            && !self.dependents(uid_of(old).unwrap_or_default()).is_empty()
+            && self.has_dependents(uid_of(old).unwrap_or_default())
             && !fins.iter().any(|f| f == "foregroundDeletion")
         {
             fins.push("foregroundDeletion".into());
@@ -1582,18 +1751,29 @@ impl Store {
         self.validate(rt, version, obj, Some(old))
     }
 
-    /// The schedulable node with the fewest pods, other than `avoid`.
+    /// The schedulable node with the fewest pods, other than `avoid` (the first by name among
+    /// equals), as [`crate::kubelet::model::pick_node`] picks it. The nodes are walked in name
+    /// order, so a later node wins only with fewer pods: only those are checked.
     pub fn pick_node(&self, pod: &Value, avoid: Option<&str>) -> Option<String> {
         let nodes = self.tables.get(&gr("", "nodes"))?;
-        let nodes: Vec<(Arc<Value>, usize)> = nodes
-            .objects
-            .iter()
-            .map(|((_, name), n)| {
-                let count = self.pods_per_node.get(name).copied().unwrap_or(0);
-                (n.value(), count)
-            })
-            .collect();
-        crate::kubelet::model::pick_node(pod, nodes.iter().map(|(n, c)| (&**n, *c)), avoid)
+        let mut best: Option<(usize, &str)> = None;
+        for ((_, name), n) in &nodes.objects {
+            if Some(name.as_str()) == avoid {
+                continue;
+            }
+            let count = self.pods_per_node.get(name).copied().unwrap_or(0);
+            if best.is_some_and(|(c, _)| count >= c) {
+                continue;
+            }
+            let node = n.value();
+            if crate::kubelet::model::pick_node(pod, [(&*node, count)], avoid).is_some() {
+                best = Some((count, name));
+                if count == 0 {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, name)| name.to_string())
     }
 }
 

@@ -177,7 +177,7 @@ impl Store {
         let Some(rs) = self.get(&k.gr, &k.ns, &k.name) else {
             return false;
         };
-        (self.active_pods(rs_uid).len() as i64) < replicas(&rs)
+        (self.owned_pods(rs_uid).active as i64) < replicas(&rs)
     }
 
     fn owned(&self, uid: &str, group: &str, plural: &str) -> Vec<Arc<Value>> {
@@ -210,7 +210,7 @@ impl Store {
             return;
         }
         let key = self.key_of(&rt, ns, &obj);
-        if self.get(&key.gr, &key.ns, &key.name).is_none() {
+        if self.get_object(&key.gr, &key.ns, &key.name).is_none() {
             self.commit(&key, Some(obj));
         }
     }
@@ -245,14 +245,16 @@ impl Store {
             return;
         };
         let uid = uid_of(&rs).unwrap_or_default().to_string();
-        let mut active = self.active_pods(&uid);
+        let count = self.owned_pods(&uid).active;
         let want = replicas(&rs).max(0) as usize;
-        for _ in active.len()..want {
+        for _ in count..want {
             let pod = self.pod_from_template(&rs, "ReplicaSet", "apps/v1");
             self.create_owned("", "pods", ns, pod);
         }
-        if active.len() > want {
-            let extra = active.len() - want;
+        if count > want {
+            // Only a scale-down reads the pods themselves.
+            let mut active = self.active_pods(&uid);
+            let extra = active.len().saturating_sub(want);
             // The newest go first.
             active.sort_by(|a, b| {
                 let t = |p: &Value| {
@@ -493,7 +495,7 @@ impl Store {
         };
         let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count() as i64;
         let failed = pods.iter().filter(|p| phase(p) == "Failed").count() as i64;
-        let active = self.active_pods(&uid).len() as i64;
+        let active = self.owned_pods(&uid).active as i64;
         let completions = job
             .pointer("/spec/completions")
             .and_then(Value::as_i64)
