@@ -382,6 +382,9 @@ struct Context {
     /// fresh. Without this, every Node and NodeMaintenance change cost a GET of each window
     /// selecting the node, which spent most of the client's request budget in a large rollout.
     latest: Mutex<HashMap<String, String>>,
+    /// The windows whose last plan had NodeMaintenances to create or delete: due now, so a
+    /// failure in passing is retried soon (`retry_delay`).
+    acting: Mutex<BTreeSet<String>>,
     /// Each window's selected nodes, kept up to date from Node events (see [`window_index`]).
     index: Arc<Mutex<WindowIndex>>,
 }
@@ -504,6 +507,7 @@ pub fn run(
         wakes: Mutex::new(HashMap::new()),
         gate_checks: Mutex::new(HashMap::new()),
         latest: Mutex::new(HashMap::new()),
+        acting: Mutex::new(BTreeSet::new()),
         index: index.clone(),
     });
 
@@ -669,12 +673,14 @@ fn error_policy(window: Arc<MaintenanceWindow>, err: &WindowError, ctx: Arc<Cont
     let now = tokio::time::Instant::now();
     let due = ctx.wakes().get(&name).copied();
     let transient = err.is_transient();
+    let acting = lock(&ctx.acting).contains(&name);
     let (attempts, delay) = {
         let mut failures = ctx.failures();
         let n = failures.entry(name.clone()).or_insert(0);
         let (attempts, delay) = retry_delay(
             *n,
             due.map(|d| d.saturating_duration_since(now)),
+            acting,
             transient,
             jitter(),
         );
@@ -693,22 +699,24 @@ fn error_policy(window: Arc<MaintenanceWindow>, err: &WindowError, ctx: Arc<Cont
 const QUICK_RETRIES: u32 = 10;
 
 /// The error retry of a window that had failed `failures` times in a row, given how long until
-/// its last plan is due to act next (`due`: its opening, its close, a node timeout, or now
-/// when it had NodeMaintenances to create or delete; zero once that instant has passed) and
-/// whether the failure is `transient` (see [`WindowError::is_transient`]): the new failure
-/// count and the delay.
+/// its last plan is due to act next (`due`: its opening, its close, a node timeout; zero once
+/// that instant has passed), whether that plan had NodeMaintenances to create or delete now
+/// (`acting`), and whether the failure is `transient` (see [`WindowError::is_transient`]): the
+/// new failure count and the delay.
 ///
-/// The backoff never runs past the due instant. Once that instant has passed, a transient
-/// failure is retried after the first step ([`BACKOFF_BASE`], jittered) up to
-/// [`QUICK_RETRIES`] times in a row, and a lasting one starts the backoff over from its first
-/// step. Otherwise failures before a close (one write in ten failing is enough) would put an
-/// `onWindowEnd: Abort` off by as long as the backoff had grown, up to [`BACKOFF_CAP`]; and a
-/// replica that just took the lead, whose first writes failed, would wait seconds to delete
-/// what a window that closed meanwhile left in flight. Found by the chaos harness, where a
-/// second of backoff is a minute of virtual time.
+/// The backoff never runs past the due instant, and a lasting failure starts it over from its
+/// first step once that instant has passed. A transient failure of a plan that is due (acting,
+/// or past its instant) is retried after the first step ([`BACKOFF_BASE`], jittered) up to
+/// [`QUICK_RETRIES`] times in a row before the backoff grows again. Otherwise failures before a
+/// close (one write in ten failing is enough) would put an `onWindowEnd: Abort` off by as long
+/// as the backoff had grown, up to [`BACKOFF_CAP`]; and a replica that just took the lead,
+/// whose first writes failed, would wait seconds to delete what a window that closed meanwhile
+/// left in flight. Found by the chaos harness, where a second of backoff is a minute of
+/// virtual time.
 fn retry_delay(
     failures: u32,
     due: Option<StdDuration>,
+    acting: bool,
     transient: bool,
     jitter: f64,
 ) -> (u32, StdDuration) {
@@ -718,7 +726,7 @@ fn retry_delay(
     } else {
         failures.saturating_add(1)
     };
-    let step = if passed && transient {
+    let step = if (passed || acting) && transient {
         attempts.saturating_sub(QUICK_RETRIES - 1).max(1)
     } else {
         attempts
@@ -757,6 +765,7 @@ fn forget_window(ctx: &Context, name: &str) {
     ctx.wakes().remove(name);
     lock(&ctx.gate_checks).remove(name);
     lock(&ctx.latest).remove(name);
+    lock(&ctx.acting).remove(name);
     ctx.placeholders.forget_window(name);
 }
 
@@ -767,6 +776,7 @@ fn forget_gone_windows(ctx: &Context, windows: &Store<MaintenanceWindow>) {
     ctx.wakes().retain(|n, _| live.contains(n));
     lock(&ctx.gate_checks).retain(|n, _| live.contains(n));
     lock(&ctx.latest).retain(|n, _| live.contains(n));
+    lock(&ctx.acting).retain(|n| live.contains(n));
     ctx.placeholders.retain_windows(|n| live.contains(n));
     let keys: BTreeSet<String> = windows
         .state()
@@ -873,23 +883,23 @@ async fn reconcile_window(
         None => None,
     };
     // The error backoff must not postpone what the plan is due to do next (`error_policy`),
-    // whichever later request fails: recorded before the first write. A plan with creates or
-    // deletes to make is due now.
+    // whichever later request fails: recorded before the first write, with whether the plan
+    // has creates or deletes to make now.
     let wake = plan
         .requeue_at
         // A few milliseconds late rather than early, so the plan at wake-up sees the instant.
         .map(|at| ctx.clock.real_duration(at - now) + StdDuration::from_millis(2));
-    let acts_now = !plan.create.is_empty() || !plan.delete.is_empty();
-    match (acts_now, wake) {
-        (true, _) => {
-            ctx.wakes()
-                .insert(name.clone(), tokio::time::Instant::now());
-        }
-        (false, Some(wake)) => {
+    if !plan.create.is_empty() || !plan.delete.is_empty() {
+        lock(&ctx.acting).insert(name.clone());
+    } else {
+        lock(&ctx.acting).remove(&name);
+    }
+    match wake {
+        Some(wake) => {
             ctx.wakes()
                 .insert(name.clone(), tokio::time::Instant::now() + wake);
         }
-        (false, None) => {
+        None => {
             ctx.wakes().remove(&name);
         }
     }
@@ -1608,22 +1618,25 @@ mod tests {
             let mut failures = 0;
             let mut delays = Vec::new();
             for _ in 0..4 {
-                let (n, d) = retry_delay(failures, None, transient, 1.0);
+                let (n, d) = retry_delay(failures, None, false, transient, 1.0);
                 failures = n;
                 delays.push(d);
             }
             assert_eq!(delays, [s(1), s(2), s(4), s(8)]);
             // The close is 3 s away: the next retry is at the close, not 16 s later.
-            assert_eq!(retry_delay(failures, Some(s(3)), transient, 1.0), (5, s(3)));
+            assert_eq!(
+                retry_delay(failures, Some(s(3)), false, transient, 1.0),
+                (5, s(3))
+            );
             // The cap still holds far from any due instant.
             assert_eq!(
-                retry_delay(30, Some(s(86_400)), transient, 1.0).1,
+                retry_delay(30, Some(s(86_400)), false, transient, 1.0).1,
                 BACKOFF_CAP
             );
         }
         // At the close a lasting failure starts over at the first delay.
         assert_eq!(
-            retry_delay(5, Some(StdDuration::ZERO), false, 1.0),
+            retry_delay(5, Some(StdDuration::ZERO), false, false, 1.0),
             (1, s(1))
         );
     }
@@ -1635,7 +1648,7 @@ mod tests {
         let mut failures = 0;
         let mut delays = Vec::new();
         for _ in 0..QUICK_RETRIES + 3 {
-            let (n, d) = retry_delay(failures, due, true, 1.0);
+            let (n, d) = retry_delay(failures, due, false, true, 1.0);
             assert_eq!(n, failures + 1, "the failures are counted");
             failures = n;
             delays.push(d);
@@ -1644,9 +1657,9 @@ mod tests {
         assert!(delays[..quick].iter().all(|d| *d == s(1)), "{delays:?}");
         assert_eq!(delays[quick..], [s(2), s(4), s(8)]);
         // A window that failed long before its action fell due still retries at once.
-        assert_eq!(retry_delay(40, due, true, 1.0).1, BACKOFF_CAP);
+        assert_eq!(retry_delay(40, due, false, true, 1.0).1, BACKOFF_CAP);
         assert_eq!(
-            retry_delay(3, due, true, 0.0),
+            retry_delay(3, due, false, true, 0.0),
             (4, StdDuration::from_millis(500))
         );
     }
@@ -1680,6 +1693,20 @@ mod tests {
             9
         };
         assert_eq!(before_close(&clock, Some(close), later).await, Some(9));
+    }
+
+    #[test]
+    fn a_plan_acting_now_retries_soon_but_never_past_its_next_instant() {
+        let s = StdDuration::from_secs;
+        // Creates to make, the next instant (a nodeTimeout) 30 s away: quick retries...
+        let (n, d) = retry_delay(0, Some(s(30)), true, true, 1.0);
+        assert_eq!((n, d), (1, s(1)));
+        // ...then growth, but never past the timeout, however many creates failed: the plan
+        // at that instant times the node out (a create failing for good cannot hold the round).
+        assert_eq!(retry_delay(20, Some(s(30)), true, true, 1.0), (21, s(30)));
+        // A refusal while acting grows as any lasting failure.
+        assert_eq!(retry_delay(3, Some(s(30)), true, false, 1.0), (4, s(8)));
+        assert_eq!(retry_delay(3, None, true, true, 1.0), (4, s(1)));
     }
 
     #[test]
