@@ -86,10 +86,7 @@ impl TokenBucket {
     /// Take a token for a request arriving at `now`: how long it must wait before it may go.
     /// A `now` earlier than the last call is taken as the last call's time.
     pub fn reserve(&mut self, now: Instant) -> Duration {
-        let now = now.max(self.at);
-        let refill = now.duration_since(self.at).as_secs_f64() * self.limit.qps;
-        self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
-        self.at = now;
+        self.refill(now);
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Duration::ZERO
@@ -98,16 +95,22 @@ impl TokenBucket {
         }
     }
 
+    /// Add what was refilled since the last call, up to `burst`. A `now` earlier than the
+    /// last call is taken as the last call's time.
+    fn refill(&mut self, now: Instant) {
+        let now = now.max(self.at);
+        let refill = now.duration_since(self.at).as_secs_f64() * self.limit.qps;
+        self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
+        self.at = now;
+    }
+
     /// Take a token for a request that goes ahead of those waiting: it waits only for its own
     /// token to refill, as if nobody were queued. Its token is still taken, so the requests
     /// reserved after it wait the longer for it and the rate over time holds. For the few
     /// requests whose latency is the user-visible pace (a window's next create), when many
     /// more (a drain's evictions and reads) queue behind the limit.
     pub fn reserve_first(&mut self, now: Instant) -> Duration {
-        let now = now.max(self.at);
-        let refill = now.duration_since(self.at).as_secs_f64() * self.limit.qps;
-        self.tokens = (self.tokens + refill).min(f64::from(self.limit.burst));
-        self.at = now;
+        self.refill(now);
         let queued = (-self.tokens).max(0.0);
         self.tokens -= 1.0;
         let own = self.tokens + queued;
